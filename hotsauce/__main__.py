@@ -1,0 +1,5 @@
+import sys
+
+from hotsauce.cli import main
+
+sys.exit(main())

@@ -1,0 +1,124 @@
+"""The EC2-style image set: what `build` writes and `boot` and `upload` read.
+
+A set is a folder (or a tar.gz of the same files at its top level) holding:
+
+    root.qcow2 | root.raw   the root filesystem image, labelled `root`
+                            (with --no-strip: the whole partitioned disk)
+    vmlinuz                 the kernel          (absent when built with kernel: false)
+    initrd.img              the ramdisk         (absent when built with kernel: false)
+    libvirt.xml             a domain that boots the three
+    manifest.json           what the set is: see Manifest
+    NAME.sha256             one per file above, in `sha256sum` format
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+from hotsauce.errors import ConfigError, HotsauceError
+
+KERNEL_NAME = "vmlinuz"
+RAMDISK_NAME = "initrd.img"
+LIBVIRT_NAME = "libvirt.xml"
+MANIFEST_NAME = "manifest.json"
+CHECKSUM_SUFFIX = ".sha256"
+ROOT_LABEL = "root"
+
+
+def root_image_name(image_format: str) -> str:
+    return f"root.{image_format}"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    build_id: str  # unique per build: hostname-free, time-ordered
+    root: str  # file name of the root image in the set
+    image_format: str  # qcow2 | raw
+    fs_type: str  # ext4 | xfs | btrfs
+    partitioned: bool  # True when the partition table was kept (--no-strip)
+    kernel: str | None
+    ramdisk: str | None
+    kernel_cmdline: str  # what the kernel needs to find and mount the root
+    os_distro: str | None  # os-release ID, e.g. debian
+    os_version: str | None  # os-release VERSION_ID, e.g. 12
+    hotsauce_version: str
+    created: str  # ISO 8601, UTC
+
+    def files(self) -> list[str]:
+        names = [self.root, *(n for n in (self.kernel, self.ramdisk) if n), LIBVIRT_NAME, MANIFEST_NAME]
+        return names
+
+    def write(self, folder: Path) -> Path:
+        path = folder / MANIFEST_NAME
+        path.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+        return path
+
+    @classmethod
+    def read(cls, folder: Path) -> Manifest:
+        path = folder / MANIFEST_NAME
+        try:
+            data = json.loads(path.read_text())
+            return cls(**data)
+        except FileNotFoundError:
+            raise ConfigError(f"{folder}: not an image set (no {MANIFEST_NAME})") from None
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"{path}: unreadable manifest: {error}") from None
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_checksum(path: Path) -> Path:
+    """NAME.sha256 beside NAME, in the format `sha256sum -c` reads."""
+    checksum_path = path.with_name(path.name + CHECKSUM_SUFFIX)
+    checksum_path.write_text(f"{sha256_of(path)}  {path.name}\n")
+    return checksum_path
+
+
+class ChecksumMismatch(HotsauceError):
+    exit_status = 2
+
+
+def verify_set(folder: Path) -> Manifest:
+    """Check every file of the set against its checksum file; name the first bad one."""
+    manifest = Manifest.read(folder)
+    for name in manifest.files():
+        path = folder / name
+        checksum_path = folder / (name + CHECKSUM_SUFFIX)
+        if not path.is_file():
+            raise ChecksumMismatch(f"{path}: missing from the image set")
+        if not checksum_path.is_file():
+            raise ChecksumMismatch(f"{checksum_path}: missing from the image set")
+        expected = checksum_path.read_text().split()[0]
+        if sha256_of(path) != expected:
+            raise ChecksumMismatch(f"{path}: checksum does not match {checksum_path.name}")
+    return manifest
+
+
+@contextmanager
+def opened_set(path: Path) -> Iterator[Path]:
+    """The set's folder: `path` itself, or a temporary unpacking of a tar.gz."""
+    if path.is_dir():
+        yield path
+        return
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such image set (a folder or tar.gz that `hotsauce build` wrote)")
+    with TemporaryDirectory(prefix="hotsauce-set-") as temp:
+        try:
+            with tarfile.open(path) as archive:
+                archive.extractall(temp, filter="data")
+        except (tarfile.TarError, OSError) as error:
+            raise ConfigError(f"{path}: not a readable image set archive: {error}") from None
+        yield Path(temp)

@@ -1,0 +1,220 @@
+"""Resolve the `modules` list to files on disk and plan how they run.
+
+A bare name is looked up place by place; within a place a Python module and
+a role of the same name are ambiguous, and the first place that has either
+wins:
+
+  1. beside the build.yaml: python_modules/NAME.py and roles/NAME
+  2. roles installed from the build's requirements.yml
+  3. hotsauce's built-in python_modules/ and roles/
+
+`-` and `_` are interchangeable in names (install-rpms is install_rpms).
+Consecutive Ansible modules (roles, playbooks) run in one ansible-runner
+call; a Python module between them splits the run.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from hotsauce.builtins import builtin_folder
+from hotsauce.config import BuildConfig, ModuleKind, ModuleRef
+from hotsauce.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Place:
+    """One place modules are looked up in."""
+
+    name: str
+    python_dir: Path | None
+    roles_dirs: tuple[Path, ...] = ()
+    collections_dirs: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class ResolvedModule:
+    ref: ModuleRef
+    kind: ModuleKind  # never AUTO
+    path: Path  # the .py file, the role folder, or the playbook file
+
+    @property
+    def name(self) -> str:
+        return self.ref.name
+
+    @property
+    def is_ansible(self) -> bool:
+        return self.kind in (ModuleKind.ROLE, ModuleKind.PLAYBOOK)
+
+
+@dataclass(frozen=True)
+class ModuleSearch:
+    places: tuple[Place, ...]
+    base_directory: Path  # playbook paths are relative to the build.yaml
+    roles_path: tuple[Path, ...] = field(default=())  # for ansible: every roles folder
+    collections_path: tuple[Path, ...] = field(default=())
+
+
+def module_search(config: BuildConfig, installed_roles: Sequence[Path] = (),
+                  installed_collections: Sequence[Path] = ()) -> ModuleSearch:
+    user = Place("beside the build.yaml", config.directory / "python_modules", (config.directory / "roles",))
+    installed = Place("installed from requirements", None, tuple(installed_roles), tuple(installed_collections))
+    builtin = Place("built into hotsauce", builtin_folder("python_modules"), (builtin_folder("roles"),))
+    places = (user, installed, builtin) if config.source else (installed, builtin)
+    roles_path = tuple(d for p in places for d in p.roles_dirs)
+    return ModuleSearch(places, config.directory, roles_path, tuple(installed_collections))
+
+
+def _spellings(name: str) -> list[str]:
+    spellings = [name, name.replace("-", "_"), name.replace("_", "-")]
+    return list(dict.fromkeys(spellings))
+
+
+def _python_in(place: Place, name: str) -> Path | None:
+    if place.python_dir is None:
+        return None
+    for spelling in _spellings(name):
+        candidate = place.python_dir / f"{spelling}.py"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _role_in(place: Place, name: str) -> Path | None:
+    for spelling in _spellings(name):
+        for roles_dir in place.roles_dirs:
+            candidate = roles_dir / spelling
+            if candidate.is_dir():
+                return candidate
+        if spelling.count(".") == 2:  # namespace.collection.role
+            namespace, collection, role = spelling.split(".")
+            for collections_dir in place.collections_dirs:
+                candidate = collections_dir / "ansible_collections" / namespace / collection / "roles" / role
+                if candidate.is_dir():
+                    return candidate
+    return None
+
+
+def resolve(ref: ModuleRef, search: ModuleSearch, where: str) -> ResolvedModule:
+    if ref.kind is ModuleKind.PLAYBOOK:
+        path = (search.base_directory / ref.name).absolute()
+        if not path.is_file():
+            raise ConfigError(f"{where}: playbook {ref.name!r}: no such file {path}")
+        return ResolvedModule(ref, ref.kind, path)
+    for place in search.places:
+        python = _python_in(place, ref.name) if ref.kind in (ModuleKind.AUTO, ModuleKind.PYTHON) else None
+        role = _role_in(place, ref.name) if ref.kind in (ModuleKind.AUTO, ModuleKind.ROLE) else None
+        if python and role:
+            raise ConfigError(
+                f"{where}: {ref.name!r} is both a Python module ({python}) and a role ({role}) "
+                f"{place.name}; write 'python: {ref.name}' or 'role: {ref.name}'"
+            )
+        if python:
+            return ResolvedModule(ref, ModuleKind.PYTHON, python)
+        if role:
+            return ResolvedModule(ref, ModuleKind.ROLE, role)
+    raise ConfigError(f"{where}: unknown module {ref.label!r}; available: {', '.join(available_modules(search))}")
+
+
+def available_modules(search: ModuleSearch) -> list[str]:
+    names: set[str] = set()
+    for place in search.places:
+        if place.python_dir and place.python_dir.is_dir():
+            names.update(p.stem for p in place.python_dir.glob("*.py") if not p.name.startswith("_"))
+        for roles_dir in place.roles_dirs:
+            if roles_dir.is_dir():
+                names.update(p.name for p in roles_dir.iterdir() if p.is_dir())
+    return sorted(names)
+
+
+def resolve_all(config: BuildConfig, search: ModuleSearch) -> list[ResolvedModule]:
+    resolved = [resolve(ref, search, f"{config.name}: modules[{ref.index}]") for ref in config.modules]
+    for module in resolved:
+        if module.kind is ModuleKind.PYTHON:
+            check_python_module(module.path, f"{config.name}: modules[{module.ref.index}]")
+    return resolved
+
+
+def check_python_module(path: Path, where: str) -> None:
+    """A Python module defines modify(name, root, cfg); checked without importing it."""
+    try:
+        tree = ast.parse(path.read_text(), str(path))
+    except SyntaxError as error:
+        raise ConfigError(f"{where}: {path}:{error.lineno}: syntax error: {error.msg}") from None
+    functions = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "modify"]
+    if not functions:
+        raise ConfigError(f"{where}: {path} has no function modify(name, root, cfg)")
+    arguments = functions[-1].args
+    positional = [a.arg for a in (*arguments.posonlyargs, *arguments.args)]
+    required = len(positional) - len(arguments.defaults)
+    if arguments.vararg is None and (len(positional) < 3 or required > 3):
+        raise ConfigError(f"{where}: {path}: modify takes ({', '.join(positional)}); expected modify(name, root, cfg)")
+
+
+def variables_read_by(modules: Iterable[ResolvedModule]) -> frozenset[str]:
+    """Top-level build.yaml keys the modules declare they read.
+
+    A role declares them in defaults/main.yml or meta/argument_specs.yml; a
+    Python module in a module-level CONFIG_KEYS tuple.
+    """
+    names: set[str] = set()
+    for module in modules:
+        if module.kind is ModuleKind.ROLE:
+            names.update(_role_variables(module.path))
+        elif module.kind is ModuleKind.PYTHON:
+            names.update(_python_config_keys(module.path))
+    return frozenset(names)
+
+
+def _role_variables(role: Path) -> set[str]:
+    names: set[str] = set()
+    for defaults in (role / "defaults" / "main.yml", role / "defaults" / "main.yaml"):
+        names.update(_yaml_keys(defaults))
+    for specs in (role / "meta" / "argument_specs.yml", role / "meta" / "argument_specs.yaml"):
+        data = _yaml_mapping(specs)
+        for entry in (data.get("argument_specs") or {}).values():
+            names.update((entry or {}).get("options", {}) or {})
+    return names
+
+
+def _yaml_mapping(path: Path) -> dict[str, object]:
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _yaml_keys(path: Path) -> set[str]:
+    return {str(key) for key in _yaml_mapping(path)}
+
+
+def _python_config_keys(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "CONFIG_KEYS" for t in node.targets
+        ):
+            try:
+                return {str(k) for k in ast.literal_eval(node.value)}
+            except ValueError:
+                return set()
+    return set()
+
+
+def plan_runs(modules: Sequence[ResolvedModule]) -> list[list[ResolvedModule]]:
+    """Group modules into runs: consecutive Ansible modules share one run."""
+    runs: list[list[ResolvedModule]] = []
+    for module in modules:
+        if module.is_ansible and runs and runs[-1][0].is_ansible:
+            runs[-1].append(module)
+        else:
+            runs.append([module])
+    return runs
