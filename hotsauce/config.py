@@ -199,9 +199,10 @@ KEYS: tuple[Key, ...] = (
     Key("hostname", _check_hostname, "the image's /etc/hostname (default: hotsauce)"),
     Key("kernel", _check_bool, "false when the image set has no kernel and ramdisk (default: true)"),
     Key("cache_dir", _check_string, "the cache folder (default: $HOTSAUCE_CACHE or ~/.cache/hotsauce)"),
-    Key("requirements", _check_string, "an ansible-galaxy requirements file (default: requirements.yml beside build.yaml)"),
+    Key("requirements", _check_string, "ansible-galaxy requirements (default: requirements.yml beside build.yaml)"),
     Key("vars", _check_mapping, "free-form variables for every role and Python module"),
-    Key("add_users", _check_user_list, "add_user: users to create, names or {name, ssh_authorized_keys, password_hash, groups, shell, sudo}"),
+    Key("add_users", _check_user_list,
+        "add_user: users to create: names or {name, ssh_authorized_keys, password_hash, groups, shell, sudo}"),
     Key("rpms", _string_list, "install_rpms: rpm files or folders of them"),
     Key("packages", _string_list, "install_packages: packages for the image's package manager"),
 )
@@ -382,7 +383,8 @@ def _parse_download(value: Any, where: Where, directory: Path) -> DownloadBase:
 
 
 _DEBIAN_FIELDS = {"suite", "mirror", "variant", "include", "bootable", "architecture"}
-_VARIANTS = ("extract", "custom", "essential", "apt", "required", "minbase", "buildd", "important", "debootstrap", "standard")
+_VARIANTS = ("extract", "custom", "essential", "apt", "required", "minbase", "buildd", "important",
+             "debootstrap", "standard")
 
 
 def _parse_debian(value: Any, where: Where) -> DebianBase:

@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from hotsauce.errors import CommandFailed
@@ -27,19 +27,15 @@ def stop_process_group(process: subprocess.Popen[bytes]) -> None:
         _kill_group(process.pid, signal.SIGKILL)  # grandchildren may outlive the leader
         return
     _kill_group(process.pid, signal.SIGTERM)
-    try:
+    with suppress(subprocess.TimeoutExpired):
         process.wait(timeout=TERMINATE_GRACE_SECONDS)
-    except subprocess.TimeoutExpired:
-        pass
     _kill_group(process.pid, signal.SIGKILL)
     process.wait()
 
 
 def _kill_group(pgid: int, sig: signal.Signals) -> None:
-    try:
+    with suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 @contextmanager

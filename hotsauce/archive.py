@@ -1,0 +1,174 @@
+"""Root archives: checked member by member, then unpacked by GNU tar.
+
+GNU tar keeps what a root needs (owners, modes, device nodes, hard links,
+ACLs, xattrs) and is fast; the check before it refuses any member that would
+land outside the root: absolute paths, `..`, and paths that pass through a
+symlink planted by an earlier member of the same archive.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+import subprocess
+import tarfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+from hotsauce import proc
+from hotsauce.errors import CommandFailed, ConfigError
+from hotsauce.events import Emit, Event
+
+_MAGIC: tuple[tuple[bytes, list[str]], ...] = (
+    (b"\x28\xb5\x2f\xfd", ["zstd", "-dc", "-T0"]),
+    (b"\x1f\x8b", ["pigz", "-dc"] if shutil.which("pigz") else ["gzip", "-dc"]),
+    (b"\xfd7zXZ\x00", ["xz", "-dc", "-T0"]),
+    (b"BZh", ["bzip2", "-dc"]),
+)
+
+
+def decompressor(archive: Path) -> list[str] | None:
+    """The command that decompresses `archive` to stdout, or None for a plain tar."""
+    with archive.open("rb") as stream:
+        head = stream.read(8)
+    for magic, command in _MAGIC:
+        if head.startswith(magic):
+            return command
+    return None
+
+
+@contextmanager
+def _tar_stream(archive: Path) -> Iterator[IO[bytes]]:
+    command = decompressor(archive)
+    if command is None:
+        with archive.open("rb") as stream:
+            yield stream
+        return
+    with archive.open("rb") as source, proc.child_process(
+        command, stdin=source.fileno(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    ) as child:
+        assert child.stdout is not None
+        yield child.stdout
+
+
+def check_members(archive: Path, name: str) -> None:
+    """Refuse an archive with a member that would be written outside the root."""
+    symlinks: dict[str, str] = {}
+    try:
+        with _tar_stream(archive) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                _check_member(member, symlinks, name)
+    except tarfile.TarError as error:
+        raise ConfigError(f"{name}: not a readable tar archive: {error}") from None
+
+
+def _check_member(member: tarfile.TarInfo, symlinks: dict[str, str], name: str) -> None:
+    path = _inside(member.name, symlinks)
+    if path is None:
+        raise ConfigError(f"{name}: member {member.name!r} would land outside the root; refused")
+    if member.islnk() and _inside(member.linkname, symlinks) is None:
+        raise ConfigError(f"{name}: hard link {member.name!r} -> {member.linkname!r} leaves the root; refused")
+    if member.issym():
+        symlinks[path] = member.linkname
+    else:
+        symlinks.pop(path, None)
+
+
+def _inside(member_path: str, symlinks: dict[str, str]) -> str | None:
+    """The member's normalised path within the root, or None if it escapes.
+
+    Each parent is followed through the archive's own symlinks: an absolute
+    link would be followed on the host by tar, so a member below one escapes.
+    """
+    if member_path.startswith("/"):
+        return None
+    parts: list[str] = []
+    pending = [p for p in member_path.split("/") if p not in ("", ".")]
+    hops = 0
+    while pending:
+        part = pending.pop(0)
+        if part == "..":
+            if not parts:
+                return None
+            parts.pop()
+            continue
+        parts.append(part)
+        current = "/".join(parts)
+        if pending and current in symlinks:  # a parent that is a symlink from this archive
+            target = symlinks[current]
+            hops += 1
+            if target.startswith("/") or hops > 40:
+                return None
+            parts.pop()
+            pending = [p for p in target.split("/") if p not in ("", ".")] + pending
+    return posixpath.join(*parts) if parts else "."
+
+
+def extract(archive: Path, root: Path, emit: Emit, stage: str = "base") -> None:
+    """Unpack a root archive into `root`, keeping owners, modes, devices, links, ACLs, xattrs."""
+    total = archive.stat().st_size
+    tar = ["tar", "--extract", "--file=-", f"--directory={root}", "--numeric-owner",
+           "--same-owner", "--preserve-permissions", "--acls", "--xattrs", "--xattrs-include=*"]
+    command = decompressor(archive)
+    with archive.open("rb") as source:
+        if command is None:
+            _pipe_with_progress(source, tar, total, emit, stage)
+            return
+        with proc.child_process(tar, stdin=subprocess.PIPE, stderr=subprocess.PIPE) as untar, \
+                proc.child_process(command, stdin=subprocess.PIPE, stdout=untar.stdin,
+                                   stderr=subprocess.PIPE) as unpack:
+            assert untar.stdin is not None
+            untar.stdin.close()  # the decompressor holds the pipe now
+            _feed(source, unpack, total, emit, stage)
+            _finish(unpack, command)
+            _finish(untar, tar)
+
+
+def _pipe_with_progress(source: IO[bytes], tar: list[str], total: int, emit: Emit, stage: str) -> None:
+    with proc.child_process(tar, stdin=subprocess.PIPE, stderr=subprocess.PIPE) as untar:
+        _feed(source, untar, total, emit, stage)
+        _finish(untar, tar)
+
+
+def _feed(source: IO[bytes], child: subprocess.Popen[bytes], total: int, emit: Emit, stage: str) -> None:
+    assert child.stdin is not None
+    done = 0
+    try:
+        while chunk := source.read(4 << 20):
+            child.stdin.write(chunk)
+            done += len(chunk)
+            emit(Event("progress", stage, "unpacking", {"done": done, "total": total}))
+    except BrokenPipeError:
+        pass  # the child failed; its status and stderr say why
+    finally:
+        child.stdin.close()
+
+
+def _finish(child: subprocess.Popen[bytes], argv: list[str]) -> None:
+    status = child.wait()
+    if status != 0:
+        stderr = child.stderr.read().decode(errors="replace") if child.stderr else ""
+        raise CommandFailed(argv, status, stderr)
+
+
+def extract_member(archive: Path, member_name: str, destination: Path, name: str) -> Path:
+    """Pull one file (a root archive inside a download) out of an archive."""
+    wanted = {member_name.lstrip("./"), posixpath.basename(member_name)}
+    try:
+        with _tar_stream(archive) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                normalised = member.name.lstrip("./")
+                if member.isfile() and (normalised in wanted or posixpath.basename(normalised) == member_name):
+                    source = tar.extractfile(member)
+                    assert source is not None
+                    target = destination / posixpath.basename(normalised)
+                    with target.open("wb") as out:
+                        shutil.copyfileobj(source, out, 4 << 20)
+                    os.chmod(target, 0o600)
+                    return target
+    except tarfile.TarError as error:
+        raise ConfigError(f"{name}: not a readable tar archive: {error}") from None
+    raise ConfigError(f"{name}: root_file {member_name!r} is not in the downloaded archive")

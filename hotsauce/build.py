@@ -1,0 +1,212 @@
+"""The build pipeline: config, then disk, then base, then modules, then output.
+
+`build()` is the library entry point; the CLI is a thin layer over it. Each
+resource is entered in a `with` block, so on success, on error, on Ctrl-C
+and on SIGTERM everything is released in the reverse order it was taken.
+"""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hotsauce import __version__, archive, disk, download, output
+from hotsauce.boot_files import copy_boot_files, find_boot_files, read_os_release
+from hotsauce.cache import Cache, default_cache_dir
+from hotsauce.config import BuildConfig, BuildOptions, DebianBase, DownloadBase, check_unknown_keys
+from hotsauce.events import Emit, Event, StageTimes, ignore, stage
+from hotsauce.imageset import ROOT_LABEL, Manifest, root_image_name
+from hotsauce.modules import (
+    ResolvedModule,
+    module_search,
+    plan_runs,
+    resolve_all,
+    variables_read_by,
+)
+from hotsauce.python_modules import run_python_module
+from hotsauce.signals import interruptible
+
+KERNEL_CMDLINE = f"root=LABEL={ROOT_LABEL} ro console=tty0 console=ttyS0,115200n8"
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    output: Path
+    build_id: str
+    manifest: Manifest
+    times: StageTimes
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything checked and resolved before a byte is allocated."""
+
+    modules: tuple[ResolvedModule, ...]
+    roles_path: tuple[Path, ...]
+    collections_path: tuple[Path, ...]
+
+
+def new_build_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def build(config: BuildConfig, options: BuildOptions, emit: Emit = ignore) -> BuildResult:
+    """Build the image set that `config` describes and write it to `options.output`."""
+    cache = Cache(options.cache_dir or config.cache_dir or default_cache_dir(), enabled=options.use_cache)
+    build_id = new_build_id()
+    times = StageTimes()
+    with interruptible(), _work_folder(options) as work:
+        with stage(emit, "config", times):
+            output.check_output_path(options.output, force=options.force)
+            plan = make_plan(config, cache, emit)
+        base_archive = _fetch_base(config, cache, emit, times)
+        with output.staging_folder(options.output) as staging:
+            manifest = _build_into(config, options, plan, base_archive, cache, work, staging, build_id, emit, times)
+            with stage(emit, "publish", times):
+                output.publish(staging, options.output, compress=options.compress, force=options.force)
+    emit(Event("output", "publish", str(options.output), {"seconds": times.seconds}))
+    return BuildResult(options.output.absolute(), build_id, manifest, times)
+
+
+def make_plan(config: BuildConfig, cache: Cache, emit: Emit) -> Plan:
+    roles_dirs: list[Path] = []
+    collections_dirs: list[Path] = []
+    if config.requirements is not None:
+        from hotsauce.galaxy import install_requirements
+
+        roles_dirs, collections_dirs = install_requirements(config.requirements, cache, emit)
+    search = module_search(config, roles_dirs, collections_dirs)
+    modules = resolve_all(config, search)
+    check_unknown_keys(config, variables_read_by(modules))
+    return Plan(tuple(modules), search.roles_path, tuple(collections_dirs))
+
+
+@contextmanager
+def _work_folder(options: BuildOptions) -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="hotsauce-build-", dir=options.work_dir) as work:
+        yield Path(work)
+
+
+def _fetch_base(config: BuildConfig, cache: Cache, emit: Emit, times: StageTimes) -> Path | None:
+    if not isinstance(config.base, DownloadBase):
+        return None
+    with stage(emit, "download", times):
+        return download.fetch(config.base, cache, emit)
+
+
+def _build_into(config: BuildConfig, options: BuildOptions, plan: Plan, base_archive: Path | None,
+                cache: Cache, work: Path, staging: Path, build_id: str, emit: Emit,
+                times: StageTimes) -> Manifest:
+    image = work / "disk.raw"
+    with stage(emit, "disk", times):
+        disk.allocate(image, options.size)
+        partition = disk.write_partition_table(image)
+    with disk.attached(image, partition) as device:
+        with stage(emit, "format", times):
+            disk.make_filesystem(device, options.fs_type)
+        with disk.mounted(device, work / "root") as root:
+            with stage(emit, "base", times):
+                _fill_base(config, root, base_archive, work, cache, emit)
+                _prepare_root(config, root)
+            with stage(emit, "modules", times):
+                run_modules(plan, root, variables_for(config), work / "logs", emit)
+            with stage(emit, "finish", times):
+                os_release = _finish_root(config, root, staging)
+                disk.trim(root)
+    with stage(emit, "convert", times):
+        root_name = root_image_name(options.image_format.value)
+        output.convert_root_image(image, partition, staging / root_name, options.image_format, options.strip)
+        manifest = _manifest(config, options, build_id, root_name, os_release)
+        manifest.write(staging)
+        output.write_libvirt_xml(staging, manifest)
+        output.write_checksums(staging, manifest)
+    return manifest
+
+
+def _fill_base(config: BuildConfig, root: Path, base_archive: Path | None, work: Path,
+               cache: Cache, emit: Emit) -> None:
+    if isinstance(config.base, DebianBase):
+        from hotsauce.base_debian import provide_debian_base
+
+        provide_debian_base(config.base, root, cache, emit)
+        return
+    assert isinstance(config.base, DownloadBase) and base_archive is not None
+    name = f"download.from {config.base.url}"
+    if config.base.root_file:
+        base_archive = archive.extract_member(base_archive, config.base.root_file, work, name)
+        name = f"download.root_file {config.base.root_file}"
+    archive.check_members(base_archive, name)
+    archive.extract(base_archive, root, emit)
+
+
+def _prepare_root(config: BuildConfig, root: Path) -> None:
+    """What the image needs before modules run: its mount table and identity."""
+    from hotsauce.image_identity import set_identity
+    from hotsauce.rootpath import inside
+
+    fstab = inside(root, "/etc/fstab")
+    fstab.parent.mkdir(parents=True, exist_ok=True)
+    fstab.write_text(f"# written by hotsauce\nLABEL={ROOT_LABEL}\t/\tauto\tdefaults\t0\t1\n")
+    set_identity(root, config.hostname)
+
+
+def variables_for(config: BuildConfig) -> dict[str, Any]:
+    """What modules see: the configuration as written, plus where the build.yaml is."""
+    return {**config.data, "hotsauce_build_dir": str(config.directory)}
+
+
+def run_modules(plan: Plan, root: Path, cfg: Mapping[str, Any], log_dir: Path, emit: Emit) -> None:
+    """Each run in order: a Python module alone, or consecutive Ansible modules together."""
+    if not plan.modules:
+        return
+    from hotsauce.chroot import build_chroot
+
+    with build_chroot(root):
+        for run in plan_runs(plan.modules):
+            _run_one(run, plan, root, cfg, log_dir, emit)
+
+
+def _run_one(run: Sequence[ResolvedModule], plan: Plan, root: Path, cfg: Mapping[str, Any],
+             log_dir: Path, emit: Emit) -> None:
+    names = ", ".join(module.name for module in run)
+    emit(Event("info", "modules", f"running {names}"))
+    if not run[0].is_ansible:
+        run_python_module(run[0], root, cfg)
+        return
+    from hotsauce.ansible_run import run_ansible_modules
+
+    run_ansible_modules(root, run, cfg, roles_path=plan.roles_path, collections_path=plan.collections_path,
+                        log_dir=log_dir, emit=emit)
+
+
+def _finish_root(config: BuildConfig, root: Path, staging: Path) -> dict[str, str]:
+    from hotsauce.image_identity import scrub_image
+
+    scrub_image(root)
+    if config.kernel:
+        copy_boot_files(find_boot_files(root), staging)
+    return read_os_release(root)
+
+
+def _manifest(config: BuildConfig, options: BuildOptions, build_id: str, root_name: str,
+              os_release: Mapping[str, str]) -> Manifest:
+    return Manifest(
+        build_id=build_id,
+        root=root_name,
+        image_format=options.image_format.value,
+        fs_type=options.fs_type.value,
+        partitioned=not options.strip,
+        kernel="vmlinuz" if config.kernel else None,
+        ramdisk="initrd.img" if config.kernel else None,
+        kernel_cmdline=KERNEL_CMDLINE,
+        os_distro=os_release.get("ID"),
+        os_version=os_release.get("VERSION_ID"),
+        hotsauce_version=__version__,
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )

@@ -1,0 +1,79 @@
+"""`hotsauce build`: the flags of the original tool, and a few more."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from hotsauce.build import build
+from hotsauce.config import DEFAULT_CONFIG_NAME, BuildOptions, FsType, ImageFormat, load_config
+from hotsauce.errors import ConfigError
+from hotsauce.progress import TerminalReporter
+from hotsauce.sizes import parse_size
+
+
+def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "build", help="build an image set from build.yaml",
+        description="Allocate a raw image, partition, format and mount it, fill it from the base, "
+        "run the modules in order, and write an EC2-style image set (root image, kernel, ramdisk, "
+        "libvirt.xml, manifest.json, a .sha256 per file).",
+    )
+    parser.add_argument("-s", "--size", required=True, help="size of the disk image, as qemu-img reads it (512M, 4G)")
+    parser.add_argument("-o", "--output", required=True, type=Path,
+                        help="where the set goes: a folder, or with -x a tar.gz; written only on success")
+    parser.add_argument("-x", "--compress", action="store_true", help="pack the set into the tar.gz named by -o")
+    parser.add_argument("-c", "--config", type=Path, default=None,
+                        help=f"build description (default: ./{DEFAULT_CONFIG_NAME}; without one, the default image)")
+    parser.add_argument("--fs-type", default=FsType.EXT4.value,
+                        help="root filesystem: " + ", ".join(f.value for f in FsType) + " (default: ext4)")
+    parser.add_argument("--strip", action=argparse.BooleanOptionalAction, default=True,
+                        help="cut the partition table off the root image (default); --no-strip keeps the whole disk")
+    parser.add_argument("--format", dest="image_format", default=ImageFormat.QCOW2.value,
+                        help="root image format: qcow2 (default) or raw")
+    parser.add_argument("--force", action="store_true", help="replace an existing -o")
+    parser.add_argument("--no-cache", dest="use_cache", action="store_false", help="build without the cache")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="cache folder (default: cache_dir in build.yaml, $HOTSAUCE_CACHE, ~/.cache/hotsauce)")
+    parser.add_argument("--work-dir", type=Path, default=None, help="where temporary files go (default: $TMPDIR)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show module output as it runs")
+    parser.set_defaults(run=run_build)
+
+
+def options_from(args: argparse.Namespace) -> BuildOptions:
+    try:
+        fs_type = FsType(args.fs_type)
+    except ValueError:
+        raise ConfigError(f"--fs-type: unsupported {args.fs_type!r}; choose one of "
+                          + ", ".join(f.value for f in FsType)) from None
+    try:
+        image_format = ImageFormat(args.image_format)
+    except ValueError:
+        raise ConfigError(f"--format: unsupported {args.image_format!r}; choose qcow2 or raw") from None
+    return BuildOptions(
+        size=parse_size(args.size),
+        output=args.output,
+        compress=args.compress,
+        fs_type=fs_type,
+        strip=args.strip,
+        image_format=image_format,
+        force=args.force,
+        use_cache=args.use_cache,
+        cache_dir=args.cache_dir,
+        work_dir=args.work_dir,
+    )
+
+
+def config_path(args: argparse.Namespace) -> Path | None:
+    """-c names a file that must exist; without -c, ./build.yaml if present, else the default."""
+    if args.config is not None:
+        return Path(args.config)
+    default = Path(DEFAULT_CONFIG_NAME)
+    return default if default.exists() else None
+
+
+def run_build(args: argparse.Namespace) -> int:
+    options = options_from(args)
+    config = load_config(config_path(args))
+    build(config, options, TerminalReporter(verbose=args.verbose))
+    return 0

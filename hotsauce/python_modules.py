@@ -1,0 +1,46 @@
+"""Python modules: a file with `def modify(name, root, cfg)`, run in this process.
+
+`name` is the module's name as listed, `root` the mounted root's path (a
+str, as it always was), `cfg` a deep copy of the build configuration, so a
+module cannot change what later modules see. Raising fails the build.
+Module authors reach paths inside the image through
+`hotsauce.rootpath.inside(root, path)`, which never leaves the root.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from hotsauce.errors import ModuleFailed
+from hotsauce.modules import ResolvedModule
+
+
+def run_python_module(module: ResolvedModule, root: Path, cfg: Mapping[str, Any]) -> None:
+    modify = _load_modify(module)
+    try:
+        modify(module.name, str(root), copy.deepcopy(dict(cfg)))
+    except Exception as error:
+        raise ModuleFailed(module.name, _describe(error, module.path)) from error
+
+
+def _load_modify(module: ResolvedModule) -> Any:
+    spec = importlib.util.spec_from_file_location(f"hotsauce_module_{module.path.stem}", module.path)
+    assert spec is not None and spec.loader is not None
+    loaded = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(loaded)
+    except Exception as error:
+        raise ModuleFailed(module.name, f"cannot load {module.path}: {_describe(error, module.path)}") from error
+    return loaded.modify
+
+
+def _describe(error: Exception, path: Path) -> str:
+    """The error and the module's own line that raised it."""
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == str(path)]
+    where = f" ({path.name}:{frames[-1].lineno})" if frames else ""
+    return f"{type(error).__name__}: {error}{where}"
