@@ -264,7 +264,7 @@ def config_from_mapping(data: Any, *, source: Path | None, directory: Path) -> B
         source=source,
         directory=directory,
         data=data,
-        modules=parse_modules(data.get("modules", []), f"{name}: modules"),
+        modules=parse_modules(data.get("modules") or [], f"{name}: modules"),
         base=parse_base(data, name, directory),
         hostname=data.get("hostname", "hotsauce"),
         kernel=data.get("kernel", True),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,10 +45,28 @@ def debian_rootfs_tarball(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
+@pytest.fixture(scope="session", autouse=True)
+def temporary_files_in_the_test_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Builds run by the tests keep their temporary files under this run's folder,
+    so the leak check can tell them from anything else on the machine."""
+    folder = tmp_path_factory.getbasetemp() / "tmp"
+    folder.mkdir(exist_ok=True)
+    saved_env, saved_tempdir = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"] = str(folder)
+    tempfile.tempdir = str(folder)
+    yield folder
+    tempfile.tempdir = saved_tempdir
+    if saved_env is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = saved_env
+
+
 @pytest.fixture(autouse=True)
-def nothing_left_behind(tmp_path: Path) -> Iterator[None]:
-    """After every test: no loop device backed by, and no mount under, this test's folders."""
-    before = held_resources()
+def nothing_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After every test: no loop device backed by, and no mount under, this run's folders."""
+    ours = str(tmp_path_factory.getbasetemp())
+    before = held_resources(ours)
     yield
-    leaked = held_resources() - before
+    leaked = held_resources(ours) - before
     assert not leaked, f"the test left these attached or mounted: {sorted(leaked)}"

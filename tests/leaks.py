@@ -11,7 +11,8 @@ import subprocess
 
 
 def attached_loops() -> set[str]:
-    result = subprocess.run(["losetup", "--json", "--list"], capture_output=True, text=True, check=False)
+    result = subprocess.run(["losetup", "--json", "--list"], capture_output=True, text=True,
+                            check=False)
     if not result.stdout.strip():
         return set()
     devices = json.loads(result.stdout).get("loopdevices", [])
@@ -23,5 +24,6 @@ def mounts() -> set[str]:
         return {f"mount {line.split()[4]}" for line in mountinfo}
 
 
-def held_resources() -> set[str]:
-    return attached_loops() | mounts()
+def held_resources(under: str = "/") -> set[str]:
+    """Loop devices backed by, and mounts at, paths below `under`."""
+    return {item for item in attached_loops() | mounts() if f" {under}" in item or f"> {under}" in item}

@@ -1,0 +1,67 @@
+"""A root archive whose members would land outside the root is refused before extraction."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from hotsauce.archive import check_members, extract_member
+from hotsauce.errors import ConfigError
+
+
+def make_tar(path: Path, members: list[tuple[str, str, str]]) -> Path:
+    """members: (kind, name, target or content) with kind file|dir|symlink|hardlink."""
+    with tarfile.open(path, "w:gz") as tar:
+        for kind, name, value in members:
+            info = tarfile.TarInfo(name)
+            if kind == "file":
+                data = value.encode()
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+                continue
+            info.type = {"dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE, "hardlink": tarfile.LNKTYPE}[kind]
+            info.linkname = value
+            tar.addfile(info)
+    return path
+
+
+def test_an_ordinary_root_with_relative_and_absolute_symlinks_passes(tmp_path: Path) -> None:
+    archive = make_tar(tmp_path / "ok.tar.gz", [
+        ("dir", "./usr/bin", ""), ("symlink", "./bin", "usr/bin"), ("file", "./usr/bin/sh", "#!"),
+        ("symlink", "./etc/os-release", "/usr/lib/os-release"), ("hardlink", "./usr/bin/dash", "./usr/bin/sh"),
+        ("file", "./bin/through-relative-link", "inside"),
+    ])
+    check_members(archive, "ok")
+
+
+@pytest.mark.parametrize("members", [
+    [("file", "../escape", "x")],
+    [("file", "/etc/passwd", "x")],
+    [("file", "./a/../../escape", "x")],
+    [("symlink", "./planted", "/etc"), ("file", "./planted/passwd", "x")],
+    [("symlink", "./planted", "../.."), ("file", "./planted/escape", "x")],
+    [("symlink", "./a", "b"), ("symlink", "./b", "/"), ("file", "./a/etc/shadow", "x")],
+    [("hardlink", "./passwd", "/etc/passwd")],
+])
+def test_members_that_leave_the_root_are_refused(tmp_path: Path, members: list[tuple[str, str, str]]) -> None:
+    archive = make_tar(tmp_path / "bad.tar.gz", members)
+    with pytest.raises(ConfigError, match="refused"):
+        check_members(archive, "bad")
+
+
+def test_something_that_is_not_an_archive_is_a_config_error(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.tar.gz"
+    junk.write_bytes(b"\x1f\x8bnot really gzip")
+    with pytest.raises(ConfigError, match="not a readable tar archive"):
+        check_members(junk, "junk")
+
+
+def test_root_file_is_pulled_out_of_an_outer_archive(tmp_path: Path) -> None:
+    outer = make_tar(tmp_path / "outer.tar.gz", [("file", "release/README", "hi"), ("file", "release/root.tar", "R")])
+    inner = extract_member(outer, "root.tar", tmp_path, "outer")
+    assert inner.read_text() == "R"
+    with pytest.raises(ConfigError, match="not in the downloaded archive"):
+        extract_member(outer, "missing.tar", tmp_path, "outer")
