@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import tempfile
 import urllib.error
@@ -210,12 +211,13 @@ def bootstrap(plan: BootstrapPlan, root: Path, deb_pool: Path | None) -> None:
     with _deb_exchange(deb_pool) as exchange:
         if exchange is not None:
             incoming, pool = exchange
+            # mmdebstrap splits special hooks into words as a shell would.
             argv += [
                 # Keep what the essential step downloaded, so sync-out saves it too.
                 "--skip=essential/unlink",
                 '--setup-hook=mkdir -p "$1/var/cache/apt/archives"',
-                f"--setup-hook=sync-in {pool} /var/cache/apt/archives/",
-                f"--customize-hook=sync-out /var/cache/apt/archives {incoming}",
+                f"--setup-hook=sync-in {shlex.quote(str(pool))} /var/cache/apt/archives/",
+                f"--customize-hook=sync-out /var/cache/apt/archives {shlex.quote(str(incoming))}",
             ]
         argv += [spec.suite, root, *(source_line(s) for s in plan.sources)]
         run(argv)

@@ -66,7 +66,7 @@ def parent_inside(root: Path, path: str | Path) -> Path:
     Used to replace a file: a symlink in the last place is replaced, not followed.
     """
     pure = PurePosixPath("/", path)
-    return inside(root, pure.parent) / pure.name
+    return inside(root, str(pure.parent)) / pure.name
 
 
 def write_file(root: Path, path: str | Path, text: str, mode: int = 0o644) -> Path:
