@@ -1,0 +1,295 @@
+"""Debian bases: bootstrapped with mmdebstrap from a mirror, kept in the cache.
+
+A base is keyed by everything that shapes it, including the dates of the
+mirror's Release files, so a mirror that moved on is noticed. A cached base
+is a tar.zst unpacked straight into the image's root; a bootstrap writes the
+root first and then archives it into the cache under a temporary name. The
+.deb files a bootstrap downloads are kept in the cache too (outside the
+image) and handed to the next bootstrap, which then downloads only what it
+lacks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hotsauce.apt_sources import MirrorSources, SourceEntry, host_mirror
+from hotsauce.cache import Cache
+from hotsauce.config import DebianBase
+from hotsauce.errors import HotsauceError
+from hotsauce.events import Emit, Event
+from hotsauce.proc import run
+
+STAGE = "base"
+BASES = "bases"  # cache kind of bootstrapped bases
+DEBS = "debs"  # cache kind of downloaded .deb files, one pool per architecture
+
+# What a bootable image needs besides the variant: a kernel and an
+# initramfs, systemd as init, device handling, console login, DHCP
+# networking (ifupdown, whose dhclient also writes resolv.conf), sudo, and
+# python3 so that Ansible modules run in the image.
+BOOTABLE_PACKAGES = (
+    "linux-image-cloud-amd64",
+    "initramfs-tools",
+    "systemd-sysv",
+    "udev",
+    "login",
+    "passwd",
+    "iproute2",
+    "ifupdown",
+    "isc-dhcp-client",
+    "sudo",
+    "python3",
+)
+
+# A Release file's Date field is in its first lines; this is plenty.
+RELEASE_HEAD_BYTES = 4096
+RELEASE_TIMEOUT_SECONDS = 30
+
+
+class MirrorUnreachable(HotsauceError):
+    """The mirror's Release file could not be read."""
+
+
+@dataclass(frozen=True)
+class BootstrapPlan:
+    """A DebianBase made concrete: the exact sources and packages of one bootstrap."""
+
+    spec: DebianBase
+    sources: tuple[SourceEntry, ...]
+    packages: tuple[str, ...]
+
+    def key(self, release_dates: Mapping[str, str]) -> dict[str, Any]:
+        """Everything that shapes the base; equal keys give equal bases."""
+        return {
+            "suite": self.spec.suite,
+            "architecture": self.spec.architecture,
+            "variant": self.spec.variant,
+            "bootable": self.spec.bootable,
+            "include": sorted(self.spec.include),
+            "sources": [source_line(s) for s in self.sources],
+            "release_dates": dict(release_dates),
+        }
+
+
+def plan_bootstrap(spec: DebianBase, mirror: MirrorSources | None = None) -> BootstrapPlan:
+    """The sources and packages for `spec`; the host's mirror when the spec names none."""
+    if spec.mirror is not None:
+        # A mirror the user names is used alone: its companions cannot be guessed.
+        sources: tuple[SourceEntry, ...] = (
+            SourceEntry(spec.mirror.rstrip("/"), spec.suite, ("main",)),
+        )
+    else:
+        sources = (mirror or host_mirror()).entries_for(spec.suite)
+    packages = (BOOTABLE_PACKAGES if spec.bootable else ()) + tuple(spec.include)
+    return BootstrapPlan(spec, sources, tuple(dict.fromkeys(packages)))
+
+
+def source_line(entry: SourceEntry) -> str:
+    return f"deb {entry.uri} {entry.suite} {' '.join(entry.components)}"
+
+
+def entry_name(key: Mapping[str, Any]) -> str:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return f"debian-{key['suite']}-{key['architecture']}-{digest}.tar.zst"
+
+
+def provide_debian_base(spec: DebianBase, root: Path, cache: Cache, emit: Emit) -> None:
+    """Fill the empty `root` with the Debian base `spec`, from the cache when it holds it.
+
+    `root` may contain lost+found. The base keeps its apt lists (so modules
+    can install packages without fetching them again); the pipeline's
+    scrub removes them at the end.
+    """
+    plan = plan_bootstrap(spec)
+    if not cache.enabled:
+        emit(Event("info", STAGE, "base bootstrapped: the cache is disabled", {"cached": False}))
+        bootstrap(plan, root, deb_pool=None)
+        return
+    key = plan.key(release_dates(plan.sources))
+    name = entry_name(key)
+    with cache.locked(BASES, name) as entry:
+        if entry.is_file():
+            emit(
+                Event(
+                    "info",
+                    STAGE,
+                    f"base served from the cache ({name})",
+                    {"cached": True, "entry": str(entry)},
+                )
+            )
+            unpack_base(entry, root)
+            return
+        reason = miss_reason(cache, key)
+        emit(
+            Event(
+                "info",
+                STAGE,
+                f"base bootstrapped: {reason}",
+                {"cached": False, "reason": reason, "entry": str(entry)},
+            )
+        )
+        bootstrap(plan, root, deb_pool=cache.folder(DEBS) / spec.architecture)
+        store_base(root, entry, key)
+
+
+def miss_reason(cache: Cache, key: Mapping[str, Any]) -> str:
+    """Why the cache has no base for `key`: none like it, or what changed since the closest one."""
+    best: list[str] | None = None
+    for entry in cache.entries(BASES):
+        other = entry.key
+        if not other or other.get("suite") != key["suite"]:
+            continue
+        if other.get("architecture") != key["architecture"]:
+            continue
+        changed = [field for field in key if other.get(field) != key[field]]
+        if best is None or len(changed) < len(best):
+            best = changed
+    if not best:
+        return f"no cached {key['suite']} base"
+    return "the key changed (" + ", ".join(_describe_change(field) for field in best) + ")"
+
+
+def _describe_change(field: str) -> str:
+    return "the mirror's Release date" if field == "release_dates" else field
+
+
+# --- the mirror's Release dates ---------------------------------------------
+
+
+def release_dates(sources: tuple[SourceEntry, ...]) -> dict[str, str]:
+    """The Date of each source's Release file, by `URI SUITE`."""
+    return {f"{s.uri} {s.suite}": release_date(s.uri, s.suite) for s in sources}
+
+
+def release_date(uri: str, suite: str) -> str:
+    """The Date field of the suite's InRelease (or Release) file on the mirror."""
+    problems = []
+    for name in ("InRelease", "Release"):
+        url = f"{uri}/dists/{suite}/{name}"
+        try:
+            with urllib.request.urlopen(url, timeout=RELEASE_TIMEOUT_SECONDS) as response:
+                head = response.read(RELEASE_HEAD_BYTES).decode(errors="replace")
+        except (urllib.error.URLError, OSError) as error:
+            problems.append(f"{url}: {getattr(error, 'reason', error)}")
+            continue
+        if match := re.search(r"^Date:\s*(.+)$", head, re.MULTILINE):
+            return match.group(1).strip()
+        problems.append(f"{url}: no Date field")
+    raise MirrorUnreachable(f"cannot read the Release date of {suite}: {problems[-1]}")
+
+
+# --- bootstrapping ------------------------------------------------------------
+
+
+def bootstrap(plan: BootstrapPlan, root: Path, deb_pool: Path | None) -> None:
+    """mmdebstrap straight into `root`; with a pool, .debs come from and go back to it."""
+    spec = plan.spec
+    argv: list[str | Path] = [
+        "mmdebstrap",
+        "--mode=root",
+        f"--variant={spec.variant}",
+        f"--architectures={spec.architecture}",
+        # The pipeline removes the lists after the modules, which may install packages.
+        "--skip=cleanup/apt/lists",
+    ]
+    if plan.packages:
+        argv.append("--include=" + ",".join(plan.packages))
+    with _deb_exchange(deb_pool) as exchange:
+        if exchange is not None:
+            incoming, pool = exchange
+            # mmdebstrap splits special hooks into words as a shell would.
+            argv += [
+                # Keep what the essential step downloaded, so sync-out saves it too.
+                "--skip=essential/unlink",
+                '--setup-hook=mkdir -p "$1/var/cache/apt/archives"',
+                f"--setup-hook=sync-in {shlex.quote(str(pool))} /var/cache/apt/archives/",
+                f"--customize-hook=sync-out /var/cache/apt/archives {shlex.quote(str(incoming))}",
+            ]
+        argv += [spec.suite, root, *(source_line(s) for s in plan.sources)]
+        run(argv)
+        if exchange is not None:
+            _adopt_debs(*exchange)
+
+
+@contextmanager
+def _deb_exchange(pool: Path | None) -> Iterator[tuple[Path, Path] | None]:
+    """(incoming folder, pool): mmdebstrap reads the pool and writes what it had into incoming."""
+    if pool is None:
+        yield None
+        return
+    pool.mkdir(parents=True, exist_ok=True)
+    incoming = Path(tempfile.mkdtemp(prefix=".incoming-", dir=pool.parent))
+    try:
+        yield incoming, pool
+    finally:
+        shutil.rmtree(incoming, ignore_errors=True)
+
+
+def _adopt_debs(incoming: Path, pool: Path) -> None:
+    """Move new .debs into the pool one by one (rename: readers never see half a file)."""
+    for deb in incoming.glob("*.deb"):
+        target = pool / deb.name
+        if not target.exists():
+            os.replace(deb, target)
+
+
+# --- the cache entry ----------------------------------------------------------
+
+# The archive keeps owners by number, permissions, ACLs and extended
+# attributes (file capabilities such as ping's live there).
+_TAR_KEEP = ["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls"]
+
+
+def store_base(root: Path, entry: Path, key: Mapping[str, Any]) -> None:
+    """Archive `root` as the cache entry `entry`, published only once complete."""
+    partial = Cache.temporary_name(entry)
+    try:
+        run(
+            [
+                "tar",
+                "--create",
+                "--file",
+                partial,
+                "--use-compress-program=zstd -T0 -3",
+                *_TAR_KEEP,
+                "--sparse",
+                "--exclude=./lost+found",
+                "-C",
+                root,
+                ".",
+            ]
+        )
+        Cache.write_key(entry, key)
+        Cache.publish(partial, entry)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def unpack_base(entry: Path, root: Path) -> None:
+    run(
+        [
+            "tar",
+            "--extract",
+            "--file",
+            entry,
+            "--use-compress-program=zstd -T0",
+            *_TAR_KEEP,
+            "--preserve-permissions",
+            "-C",
+            root,
+        ]
+    )
