@@ -123,6 +123,8 @@ def boot_image_set(
     limit = DEFAULT_TIMEOUT_SECONDS if timeout is None else timeout
     if limit <= 0:
         raise ConfigError(f"timeout {timeout}: must be a positive number of seconds")
+    if isinstance(checks, str):  # a lone string would run as one check per character
+        raise ConfigError(f"checks {checks!r}: expected a list of commands, not one string")
     with stage(emit, "boot"), opened_set(Path(set_path)) as folder:
         manifest = verify_set(folder)
         kernel, ramdisk = _kernel_and_ramdisk(folder, manifest)
@@ -198,7 +200,8 @@ def _run_guest(machine: Machine, checks: list[str], limit: float, emit: Emit) ->
     serial_log, report_file = machine.serial_files
     started = time.monotonic()
     with child_process(machine.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as qemu:
-        reason = _watch(qemu, serial_log, report_file, started + limit, emit)
+        progress = _Progress(emit, checks)
+        reason = _watch(qemu, serial_log, report_file, started + limit, progress)
         if reason is None:  # the probe reported everything: let the guest power off
             try:
                 qemu.wait(timeout=POWEROFF_GRACE_SECONDS)
@@ -211,17 +214,18 @@ def _run_guest(machine: Machine, checks: list[str], limit: float, emit: Emit) ->
 
 
 def _watch(
-    qemu: subprocess.Popen[bytes], serial_log: Path, report_file: Path, deadline: float, emit: Emit
+    qemu: subprocess.Popen[bytes],
+    serial_log: Path,
+    report_file: Path,
+    deadline: float,
+    progress: _Progress,
 ) -> str | None:
     """Wait until the probe is done (None) or the boot has failed (the reason)."""
-    reached_said = False
     while True:
         report = parse_report(_read(report_file))
+        progress.tell(report)
         if report.done:
             return None
-        if report.reached and not reached_said:
-            reached_said = True
-            emit(Event("info", "boot", f"the guest reached {report.target}"))
         console = _read(serial_log)
         if fatal := fatal_console_line(console):
             return fatal
@@ -230,6 +234,32 @@ def _watch(
         if time.monotonic() > deadline:
             return f"timed out; last console line: {last_console_line(console)}"
         time.sleep(POLL_SECONDS)
+
+
+@dataclass
+class _Progress:
+    """Turns what the probe has reported so far into events, each said once."""
+
+    emit: Emit
+    checks: list[str]
+    reached_told: bool = False
+    checks_told: int = 0
+
+    def tell(self, report: ProbeReport) -> None:
+        if report.reached and not self.reached_told:
+            self.reached_told = True
+            self.emit(Event("info", "boot", f"the guest reached {report.target}"))
+        for reported in report.checks[self.checks_told :]:
+            command = self.checks[reported.index]
+            self.emit(
+                Event(
+                    "info",
+                    "boot",
+                    f"check {command!r}: status {reported.status}",
+                    {"command": command, "status": reported.status},
+                )
+            )
+        self.checks_told = len(report.checks)
 
 
 def _early_exit_reason(qemu: subprocess.Popen[bytes], report: ProbeReport, console: str) -> str:
@@ -255,12 +285,11 @@ def _result(
         else CheckResult(command, -1, "(did not run)")
         for i, command in enumerate(checks)
     )
+    failed_units = ", ".join(report.failed_units) or "none"
     if report.target_failed:
-        names = [line.split()[0] for line in report.failed_units.splitlines() if line.split()]
-        units = ", ".join(names) or "none listed"
-        reason = f"{report.target} failed to start (failed units: {units})"
+        reason = f"{report.target} failed to start (failed units: {failed_units})"
     elif reason is None:
-        reason = f"reached {report.target}"
+        reason = f"reached {report.target} (failed units: {failed_units})"
     return BootResult(report.reached, reason, results, serial_log, seconds)
 
 

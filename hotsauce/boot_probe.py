@@ -56,8 +56,9 @@ if systemctl start "$target"; then
     report reached "$target"
 else
     echo "hotsauce-probe: $target failed to start"
-    report target-failed "$target" "$(systemctl --failed --plain --no-legend --no-pager | encoded)"
+    report target-failed "$target"
 fi
+report failed-units "$(systemctl --failed --plain --no-legend --no-pager | encoded)"
 mkdir -p /run/hotsauce-probe
 run_check() {
     command=$(echo "$2" | base64 -d)
@@ -125,7 +126,7 @@ class ProbeReport:
     target: str | None = None
     reached: bool = False
     target_failed: bool = False
-    failed_units: str = ""
+    failed_units: tuple[str, ...] = ()  # units in the failed state once the target was started
     checks: list[ReportedCheck] = field(default_factory=list)
     done: bool = False
 
@@ -152,7 +153,12 @@ def parse_report(text: str) -> ProbeReport:
             report.reached = True
         elif word == "target-failed":
             report.target_failed = True
-            report.failed_units = _decoded(args[1]) if len(args) > 1 else ""
+        elif word == "failed-units":
+            report.failed_units = tuple(
+                line.split()[0]
+                for line in _decoded(args[0] if args else "").splitlines()
+                if line.split()
+            )
         elif word == "check" and len(args) >= 2:
             output = _decoded(args[2]) if len(args) > 2 else ""
             report.checks.append(ReportedCheck(int(args[0]), int(args[1]), output))

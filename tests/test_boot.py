@@ -12,7 +12,10 @@ import base64
 import contextlib
 import io
 import json
+import os
+import signal
 import subprocess
+import sys
 import tarfile
 import time
 from collections.abc import Iterator
@@ -80,10 +83,14 @@ def test_probe_cmdline_arms_systemd_run_with_one_quoted_command() -> None:
 
 def test_report_parsing_decodes_outputs_and_ignores_noise() -> None:
     line = base64.b64encode(b"uid=0(root)\n").decode()
+    failed = base64.b64encode(
+        b"x.service loaded failed failed X\ny.mount loaded failed failed Y\n"
+    ).decode()
     report = parse_report(
         "garbage\r\nHOTSAUCE-PROBE started\r\nHOTSAUCE-PROBE target multi-user.target\n"
         f"HOTSAUCE-PROBE reached multi-user.target\nHOTSAUCE-PROBE check 0 0 {line}\n"
         "HOTSAUCE-PROBE check 1 127 \nHOTSAUCE-PROBE done\n"
+        f"HOTSAUCE-PROBE failed-units {failed}\n"
     )
     assert (report.started, report.target, report.reached, report.done) == (
         True, "multi-user.target", True, True,
@@ -91,6 +98,7 @@ def test_report_parsing_decodes_outputs_and_ignores_noise() -> None:
     assert [(c.index, c.status, c.output) for c in report.checks] == [
         (0, 0, "uid=0(root)\n"), (1, 127, ""),
     ]  # fmt: skip
+    assert report.failed_units == ("x.service", "y.mount")
 
 
 def test_console_shows_fatal_boot_failures() -> None:
@@ -159,12 +167,13 @@ class CommandRun:
 @pytest.fixture(scope="module")
 def good_boot(root_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> CommandRun:
     """One boot of a good set through `hotsauce boot --json`: one passing, one failing check."""
-    folder = make_image_set(root_tree, tmp_path_factory.mktemp("good") / "set")
+    work = tmp_path_factory.mktemp("good")
+    folder = make_image_set(root_tree, work / "set")
     image = folder / Manifest.read(folder).root
     before = sha256_of(image)
     args = boot_parser().parse_args(
         ["boot", str(folder), "--check", "id root", "--check", "id nosuchuser",
-         "--timeout", str(GOOD_BOOT_TIMEOUT), "--json"]
+         "--timeout", str(GOOD_BOOT_TIMEOUT), "--log-dir", str(work / "logs"), "--json"]
     )  # fmt: skip
     stdout = io.StringIO()
     error = ""
@@ -180,6 +189,7 @@ def good_boot(root_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Comm
 @pytest.mark.boot
 def test_a_hand_made_set_boots_and_reaches_its_default_target(good_boot: CommandRun) -> None:
     assert good_boot.json["booted"], good_boot.json["reason"]
+    assert good_boot.json["reason"].startswith("reached graphical.target (failed units: ")
     console = Path(good_boot.json["serial_log"]).read_text(errors="replace")
     assert "hotsauce-probe: reached graphical.target" in console
     assert "Reached target" in console and "graphical.target" in console
@@ -238,6 +248,55 @@ def test_a_kernel_that_cannot_find_its_root_fails_fast_and_leaves_no_qemu(
     assert str(result.serial_log) in result.failure_message()
     assert result.checks == (CheckResult("true", -1, "(did not run)"),)
     assert qemu_processes_mentioning(str(log_dir)) == []
+
+
+# `hotsauce boot SET --console` in a child, through the command's own parser.
+CONSOLE_SCRIPT = """
+import argparse, sys
+from hotsauce.commands import boot
+parser = argparse.ArgumentParser()
+boot.add_command(parser.add_subparsers())
+args = parser.parse_args(["boot", sys.argv[1], "--console"])
+sys.exit(args.run(args))
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.boot
+def test_the_console_shows_the_kernel_booting_and_quits_on_ctrl_a_x(
+    unbootable_set_archive: Path,
+) -> None:
+    worktree = Path(__file__).resolve().parents[1]
+    console = subprocess.Popen(
+        [sys.executable, "-c", CONSOLE_SCRIPT, str(unbootable_set_archive)],
+        cwd=worktree,
+        env={**os.environ, "PYTHONPATH": str(worktree)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        seen = _read_until(console, b"Linux version", seconds=60)
+        assert b"Linux version" in seen
+        assert console.stdin is not None
+        console.stdin.write(b"\x01x")  # QEMU's serial mux: Ctrl-A X quits
+        console.stdin.flush()
+        assert console.wait(timeout=30) == 0
+    finally:
+        if console.poll() is None:  # SIGTERM: the command stops its QEMU on the way out
+            console.send_signal(signal.SIGTERM)
+            console.wait(timeout=30)
+
+
+def _read_until(process: subprocess.Popen[bytes], wanted: bytes, *, seconds: float) -> bytes:
+    assert process.stdout is not None
+    os.set_blocking(process.stdout.fileno(), False)
+    seen = b""
+    deadline = time.monotonic() + seconds
+    while wanted not in seen and time.monotonic() < deadline and process.poll() is None:
+        seen += process.stdout.read() or b""
+        time.sleep(0.2)
+    return seen
 
 
 @pytest.mark.integration

@@ -37,6 +37,10 @@ def add_command(subparsers: Any) -> None:
         "--timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS, metavar="S",
         help=f"give up after S seconds, checks included (default {DEFAULT_TIMEOUT_SECONDS:g})",
     )  # fmt: skip
+    parser.add_argument(
+        "--log-dir", type=Path, default=None, metavar="DIR",
+        help="keep the serial console log in DIR (default: a new folder under the temp dir)",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the verdict as JSON on stdout")
     parser.add_argument(
         "--console", action="store_true",
@@ -58,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
             args.set_path,
             checks=args.checks,
             timeout=args.timeout,
+            log_dir=args.log_dir,
             emit=_progress_on_stderr,
             accel=args.accel,
         )
