@@ -17,6 +17,7 @@ from hotsauce.errors import HotsauceError, Interrupted
 # Modules that add a subcommand, in the order `hotsauce --help` lists them.
 COMMAND_MODULES = (
     "hotsauce.commands.build",
+    "hotsauce.commands.boot",
     "hotsauce.commands.init",
     "hotsauce.commands.cache",
 )

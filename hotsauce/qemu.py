@@ -1,0 +1,173 @@
+"""Starting QEMU for an image set: the command line, and whether KVM really works.
+
+The root image is always attached with `snapshot=on`: QEMU writes the
+guest's changes to a temporary file of its own, so a boot never changes the
+image. There is never a display; consoles are serial ports.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+from hotsauce.errors import ConfigError, HotsauceError
+from hotsauce.proc import child_process
+
+QEMU_BINARY = "qemu-system-x86_64"
+GUEST_MEMORY_MB = 1024
+GUEST_CPUS = 2
+# A guest that KVM can run prints its panic within a few seconds; one that
+# KVM cannot run (a nested VM without the features) hangs silently instead.
+KVM_PROBE_SECONDS = 15.0
+
+
+class Accel(StrEnum):
+    TCG = "tcg"  # software emulation: slow, works everywhere
+    KVM = "kvm"  # hardware virtualization, only after a probe shows it works
+    AUTO = "auto"  # KVM when the probe shows it works, TCG otherwise
+
+
+class QemuMissing(HotsauceError):
+    """QEMU is not installed on this host."""
+
+
+class KvmUnusable(HotsauceError):
+    """KVM was asked for but cannot run a guest here."""
+
+
+@dataclass(frozen=True)
+class Drive:
+    path: Path
+    image_format: str  # raw | qcow2
+    snapshot: bool = True  # writes go to a throw-away overlay, never to the file
+    read_only: bool = False
+    serial: str | None = None  # shows in the guest as /dev/disk/by-id/virtio-SERIAL
+
+    def arguments(self, drive_id: str) -> list[str]:
+        """-drive for the file and -device for the virtio disk (where a serial number goes)."""
+        options = [f"file={self.path}", f"format={self.image_format}", "if=none", f"id={drive_id}"]
+        if self.snapshot:
+            options.append("snapshot=on")
+        if self.read_only:
+            options.append("readonly=on")
+        device = ["virtio-blk-pci", f"drive={drive_id}"]
+        if self.serial:
+            device.append(f"serial={self.serial}")
+        # QEMU's option parser splits on commas; a doubled comma is a literal one.
+        drive = ",".join(option.replace(",", ",,") for option in options)
+        return ["-drive", drive, "-device", ",".join(device)]
+
+
+@dataclass(frozen=True)
+class Machine:
+    """One direct-kernel-boot guest: kernel, ramdisk, virtio drives, serial ports."""
+
+    kernel: Path
+    ramdisk: Path | None
+    cmdline: str
+    drives: tuple[Drive, ...]
+    serial_files: tuple[Path, ...] = ()  # ttyS0, ttyS1, ... each written to a file
+    accel: Accel = Accel.TCG
+    interactive: bool = False  # ttyS0 on this process's stdin/stdout instead of a file
+    extra: tuple[str, ...] = field(default_factory=tuple)
+
+    def argv(self) -> list[str]:
+        argv = [
+            qemu_binary(),
+            "-accel", self.accel.value,
+            "-m", str(GUEST_MEMORY_MB),
+            "-smp", str(GUEST_CPUS),
+            "-no-reboot",  # a reboot (panic=, initramfs giving up) ends QEMU
+            "-kernel", str(self.kernel),
+            "-append", self.cmdline,
+        ]  # fmt: skip
+        if self.ramdisk is not None:
+            argv += ["-initrd", str(self.ramdisk)]
+        for number, drive in enumerate(self.drives):
+            argv += drive.arguments(f"disk{number}")
+        # User networking without a way out: the guest gets a NIC and DHCP,
+        # as on a first boot, but reaches nothing beyond QEMU.
+        argv += ["-nic", "user,model=virtio-net-pci,restrict=on"]
+        if self.interactive:
+            argv += ["-nographic"]  # ttyS0 and the monitor on stdio (Ctrl-A X quits)
+        else:
+            argv += ["-display", "none", "-monitor", "none"]
+            for path in self.serial_files:
+                argv += ["-serial", f"file:{path}"]
+        return argv + list(self.extra)
+
+
+def qemu_binary() -> str:
+    path = shutil.which(QEMU_BINARY)
+    if path is None:
+        raise QemuMissing(
+            f"{QEMU_BINARY} is not installed (Debian: apt-get install qemu-system-x86)"
+        )
+    return path
+
+
+def kvm_device_usable() -> bool:
+    return os.access("/dev/kvm", os.R_OK | os.W_OK)
+
+
+_kvm_verdicts: dict[Path, bool] = {}
+
+
+def kvm_runs_kernel(kernel: Path, *, seconds: float = KVM_PROBE_SECONDS) -> bool:
+    """Whether KVM gets this kernel through its boot: it must panic for lack of a root.
+
+    A guest without a ramdisk or root panics within seconds under working
+    KVM; with -no-reboot and panic=-1 QEMU then exits. If QEMU is still
+    running after `seconds`, KVM hangs the guest here. Remembered per kernel.
+    """
+    if not kvm_device_usable():
+        return False
+    if kernel in _kvm_verdicts:
+        return _kvm_verdicts[kernel]
+    with TemporaryDirectory(prefix="hotsauce-kvm-probe-") as temp:
+        console = Path(temp) / "console.log"
+        probe = Machine(
+            kernel=kernel,
+            ramdisk=None,
+            cmdline="console=ttyS0 panic=-1",
+            drives=(),
+            serial_files=(console,),
+            accel=Accel.KVM,
+        )
+        with child_process(
+            probe.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        ) as qemu:
+            deadline = time.monotonic() + seconds
+            while qemu.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+        output = console.read_text(errors="replace") if console.exists() else ""
+    works = "Kernel panic" in output
+    _kvm_verdicts[kernel] = works
+    return works
+
+
+def choose_accel(requested: Accel, kernel: Path) -> Accel:
+    """The accelerator to boot with; never one that would hang the guest."""
+    if requested is Accel.TCG:
+        return Accel.TCG
+    if kvm_runs_kernel(kernel):
+        return Accel.KVM
+    if requested is Accel.KVM:
+        raise KvmUnusable(
+            "KVM cannot run this kernel here (the guest hangs in early boot); use --accel tcg"
+        )
+    return Accel.TCG
+
+
+def parse_accel(value: str) -> Accel:
+    try:
+        return Accel(value)
+    except ValueError:
+        choices = ", ".join(a.value for a in Accel)
+        raise ConfigError(f"accel {value!r}: expected one of {choices}") from None
