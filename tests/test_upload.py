@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import shutil
@@ -298,6 +299,15 @@ def parse_upload_command(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="hotsauce")
     upload_command.add_command(parser.add_subparsers(dest="command", required=True))
     return parser.parse_args(["upload", *argv])
+
+
+def test_reporter_off_a_terminal_prints_one_line_per_finished_file() -> None:
+    stream = io.StringIO()
+    reporter = upload_command.UploadReporter(stream)
+    for done in (0, 1 << 20, 2 << 20):
+        reporter(Event("progress", "upload", "root root.qcow2", {"done": done, "total": 2 << 20}))
+
+    assert stream.getvalue().splitlines() == [f"{'root root.qcow2':<24} [{'#' * 30}] 2/2 MiB"]
 
 
 def test_property_without_equals_sign_is_refused() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from hotsauce.errors import ConfigError
 from hotsauce.events import Event
@@ -118,19 +118,22 @@ class UploadReporter:
         self.stream.flush()
 
 
+def upload_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of upload_image_set from the flags of add_upload_arguments."""
+    return {
+        "name": args.name,
+        "cloud": args.cloud,
+        "disk_format": args.disk_format,
+        "properties": parse_properties(args.properties),
+        "visibility": args.visibility,
+        "tags": args.tags,
+        "replace": args.replace,
+    }
+
+
 def run_upload(args: argparse.Namespace) -> int:
     with interruptible():
-        result = upload_image_set(
-            args.set_path,
-            name=args.name,
-            cloud=args.cloud,
-            disk_format=args.disk_format,
-            properties=parse_properties(args.properties),
-            visibility=args.visibility,
-            tags=args.tags,
-            replace=args.replace,
-            emit=UploadReporter(),
-        )
+        result = upload_image_set(args.set_path, **upload_arguments(args), emit=UploadReporter())
     if args.json:
         print(result.to_json())
     else:
