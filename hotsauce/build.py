@@ -68,10 +68,20 @@ def build(config: BuildConfig, options: BuildOptions, emit: Emit = ignore) -> Bu
         base_archive = _fetch_base(config, cache, emit, times)
         with output.staging_folder(options.output) as staging:
             manifest = _build_into(config, options, plan, base_archive, cache, work, staging, build_id, emit, times)
+            if options.boot_checks is not None:
+                with stage(emit, "boot-check", times):
+                    _boot_check(staging, options.boot_checks, emit)
             with stage(emit, "publish", times):
                 output.publish(staging, options.output, compress=options.compress, force=options.force)
     emit(Event("output", "publish", str(options.output), {"seconds": times.seconds}))
     return BuildResult(options.output.absolute(), build_id, manifest, times)
+
+
+def _boot_check(staging: Path, checks: Sequence[str], emit: Emit) -> None:
+    """Boot the finished set before it is published: a set that does not boot is no output."""
+    from hotsauce.boot import boot_image_set
+
+    boot_image_set(staging, checks=checks, emit=emit).raise_for_failure()
 
 
 def make_plan(config: BuildConfig, cache: Cache, emit: Emit) -> Plan:

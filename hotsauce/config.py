@@ -111,6 +111,7 @@ class BuildOptions:
     use_cache: bool = True
     cache_dir: Path | None = None
     work_dir: Path | None = None
+    boot_checks: tuple[str, ...] | None = None  # None: no boot; () boots and only waits for the target
 
 
 # --- the key table ---------------------------------------------------------

@@ -36,11 +36,17 @@ def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="cache folder (default: cache_dir in build.yaml, $HOTSAUCE_CACHE, ~/.cache/hotsauce)")
     parser.add_argument("--work-dir", type=Path, default=None, help="where temporary files go (default: $TMPDIR)")
+    parser.add_argument("--boot-check", action="store_true",
+                        help="boot the finished set in QEMU before writing -o; fail the build if it does not come up")
+    parser.add_argument("--check", dest="checks", action="append", default=[], metavar="CMD",
+                        help="with --boot-check: a command that must succeed inside the booted guest (repeatable)")
     parser.add_argument("-v", "--verbose", action="store_true", help="show module output as it runs")
     parser.set_defaults(run=run_build)
 
 
 def options_from(args: argparse.Namespace) -> BuildOptions:
+    if args.checks and not args.boot_check:
+        raise ConfigError("--check: only with --boot-check")
     try:
         fs_type = FsType(args.fs_type)
     except ValueError:
@@ -61,6 +67,7 @@ def options_from(args: argparse.Namespace) -> BuildOptions:
         use_cache=args.use_cache,
         cache_dir=args.cache_dir,
         work_dir=args.work_dir,
+        boot_checks=tuple(args.checks) if args.boot_check else None,
     )
 
 

@@ -1,0 +1,116 @@
+"""Benchmark: the reference image built cold, warm, and with only the last module changed.
+
+The reference image is the one the diskimage-builder anchors were measured
+with: Debian bookworm, bootable, one sudo user `alice`, the extra package
+`curl`, and a qcow2 EC2-style set. Run as root:
+
+    sudo .venv/bin/python bench/reference_build.py [--keep DIR]
+
+It prints the wall time of each stage and of each whole build, and the size
+of the image. Every run starts from an empty cache of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from hotsauce.build import build
+from hotsauce.config import BuildOptions, load_config
+from hotsauce.events import Event
+from hotsauce.sizes import human_size
+
+BUILD_YAML = """\
+base:
+  debian:
+    suite: bookworm
+    bootable: true
+modules:
+  - add_user
+  - install_packages
+  - motd
+add_users:
+  - alice
+packages:
+  - curl
+"""
+
+MOTD_MODULE = """\
+from hotsauce.rootpath import inside
+
+
+def modify(name, root, cfg):
+    inside(root, "/etc/motd").write_text("{message}\\n")
+"""
+
+
+def write_project(folder: Path, message: str) -> Path:
+    (folder / "python_modules").mkdir(parents=True, exist_ok=True)
+    (folder / "python_modules" / "motd.py").write_text(MOTD_MODULE.format(message=message))
+    (folder / "build.yaml").write_text(BUILD_YAML)
+    return folder / "build.yaml"
+
+
+def timed_build(project: Path, cache: Path, output: Path) -> dict[str, object]:
+    cached: dict[str, bool] = {}
+
+    def collect(event: Event) -> None:
+        if event.kind == "info" and "cached" in event.data:
+            cached[event.stage] = bool(event.data["cached"])
+
+    options = BuildOptions(size=2 << 30, output=output, cache_dir=cache)
+    started = time.monotonic()
+    result = build(load_config(project / "build.yaml"), options, collect)
+    wall = time.monotonic() - started
+    image = output / result.manifest.root
+    return {
+        "wall_seconds": round(wall, 1),
+        "stages": {name: round(seconds, 1) for name, seconds in result.times.seconds.items()},
+        "image_bytes": image.stat().st_size,
+        "served_from_cache": cached,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", type=Path, help="keep the cache and outputs in this folder")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("run as root: the benchmark builds real images", file=sys.stderr)
+        return 2
+    scratch = args.keep or Path(tempfile.mkdtemp(prefix="hotsauce-bench-"))
+    scratch.mkdir(parents=True, exist_ok=True)
+    cache, project = scratch / "cache", scratch / "project"
+    results: dict[str, dict[str, object]] = {}
+    try:
+        write_project(project, "first")
+        results["cold"] = timed_build(project, cache, scratch / "cold")
+        results["warm"] = timed_build(project, cache, scratch / "warm")
+        write_project(project, "changed")
+        results["last module changed"] = timed_build(project, cache, scratch / "changed")
+    finally:
+        if args.keep is None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    report(results)
+    return 0
+
+
+def report(results: dict[str, dict[str, object]]) -> None:
+    stages = list(dict.fromkeys(s for r in results.values() for s in r["stages"]))  # type: ignore[attr-defined]
+    print(f"{'stage':<12}" + "".join(f"{name:>22}" for name in results))
+    for stage_name in stages:
+        row = "".join(f"{r['stages'].get(stage_name, 0.0):>21.1f}s" for r in results.values())  # type: ignore[attr-defined]
+        print(f"{stage_name:<12}{row}")
+    print(f"{'whole build':<12}" + "".join(f"{r['wall_seconds']:>21.1f}s" for r in results.values()))
+    print(f"{'image size':<12}" + "".join(f"{human_size(r['image_bytes']):>22}" for r in results.values()))  # type: ignore[arg-type]
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
