@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from hotsauce.base_debian import provide_debian_base
+from hotsauce.cache import CACHE_ENV, Cache
+from hotsauce.config import DebianBase
+from hotsauce.events import Event
 from tests.leaks import held_resources
 
-# The packages a bootable Debian root needs; the test root carries them once per run.
-BOOTABLE_PACKAGES = (
-    "linux-image-cloud-amd64,systemd-sysv,udev,initramfs-tools,login,passwd,"
-    "iproute2,ifupdown,isc-dhcp-client,python3,sudo"
-)
-TEST_ROOTFS_ENV = "HOTSAUCE_TEST_ROOTFS"  # a developer may point this at a tarball made earlier
+TEST_ROOTFS_ENV = "HOTSAUCE_TEST_ROOTFS"  # a developer may point this at a root tarball made earlier
+TEST_CACHE_ENV = "HOTSAUCE_TEST_CACHE"  # ... and this at a cache folder kept between runs
 
 
 def host_apt_sources() -> Path:
@@ -30,19 +30,33 @@ def host_apt_sources() -> Path:
 
 
 @pytest.fixture(scope="session")
-def debian_rootfs_tarball(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A bootable Debian bookworm root as a tar.zst, made once per run from the host's mirror."""
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One hotsauce cache for the whole run: the default Debian base is bootstrapped
+    into it once, and every build the tests run (HOTSAUCE_CACHE) is served from it."""
+    folder = Path(os.environ.get(TEST_CACHE_ENV) or tmp_path_factory.mktemp("cache"))
+    saved = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(folder)
+    yield folder
+    if saved is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = saved
+
+
+@pytest.fixture(scope="session")
+def debian_rootfs_tarball(session_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bootable Debian bookworm root as a tar.zst, bootstrapped once per run from the host's
+    mirror: the default base's entry in the session cache, so builds of it are warm."""
     if given := os.environ.get(TEST_ROOTFS_ENV):
         return Path(given)
     if shutil.which("mmdebstrap") is None:
         pytest.skip("mmdebstrap is not installed")
-    target = tmp_path_factory.mktemp("rootfs") / "bookworm-bootable.tar.zst"
-    subprocess.run(
-        ["mmdebstrap", "--quiet", "--variant=minbase", f"--include={BOOTABLE_PACKAGES}",
-         "bookworm", str(target), str(host_apt_sources())],
-        check=True,
-    )
-    return target
+    host_apt_sources()
+    root = tmp_path_factory.mktemp("bootstrap")
+    events: list[Event] = []
+    provide_debian_base(DebianBase(), root, Cache(session_cache), events.append)
+    subprocess.run(["rm", "-rf", "--one-file-system", root], check=True)
+    return next(Path(e.data["entry"]) for e in events if "entry" in e.data)
 
 
 @pytest.fixture(scope="session", autouse=True)
