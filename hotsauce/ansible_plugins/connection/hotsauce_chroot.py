@@ -50,7 +50,7 @@ IMAGE_ENVIRONMENT = {
 COPY_BLOCK_SIZE = 1024 * 1024
 
 
-class Connection(ConnectionBase):
+class Connection(ConnectionBase):  # type: ignore[misc]  # ansible ships no type stubs
     """Commands and files inside an image root."""
 
     transport = "hotsauce_chroot"
