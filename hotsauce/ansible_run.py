@@ -20,6 +20,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,7 +37,8 @@ from hotsauce.events import Emit, Event
 from hotsauce.modules import ResolvedModule
 
 IMAGE_HOST = "image"
-# Ansible's temp files in the image: one folder, removed after the run.
+# Ansible's temp files in the image: one folder, removed after the run (the
+# connection plugin makes it TMPDIR too).
 IMAGE_ANSIBLE_TMP = "/tmp/.hotsauce-ansible"
 # setup reports the build host's service manager (it reads PID 1 through /proc);
 # ours, run after it, reports the image's.
@@ -220,6 +222,10 @@ def image_left_clean(root: Path) -> Iterator[None]:
     image_tmp = inside(root, IMAGE_ANSIBLE_TMP.lstrip("/"))
     root_ansible = inside(root, "root/.ansible")
     had_root_ansible = root_ansible.exists() or root_ansible.is_symlink()
+    shutil.rmtree(image_tmp, ignore_errors=True)
+    # World-writable like /tmp: it is TMPDIR for everything modules run.
+    image_tmp.mkdir(mode=0o700)
+    image_tmp.chmod(0o1777)
     try:
         yield
     finally:
@@ -231,11 +237,17 @@ def image_left_clean(root: Path) -> Iterator[None]:
 def run_runner(private_dir: Path, playbook: Path, env: Mapping[str, str], handler: Any) -> str:
     """ansible-runner in a thread the main thread waits on, so Ctrl-C and SIGTERM
     (raised in the main thread) cancel the run: runner kills ansible-playbook's
-    whole process group, chroot children included."""
-    import ansible_runner  # a second or so to import: only when Ansible modules run
+    process group, and build_chroot stops what its workers started in the image.
+
+    The main thread polls a flag with sleep rather than Thread.join: on Python 3.11
+    a join interrupted by a signal handler's exception marks the thread as stopped,
+    and the next join would return while ansible-runner still runs.
+    """
+    from ansible_runner.interface import init_runner  # slow import: only when needed
 
     cancelled = threading.Event()
-    thread, runner = ansible_runner.run_async(
+    finished = threading.Event()
+    runner = init_runner(
         private_data_dir=str(private_dir),
         playbook=playbook.name,
         inventory=str(private_dir / "inventory" / "hosts.yml"),
@@ -245,12 +257,21 @@ def run_runner(private_dir: Path, playbook: Path, env: Mapping[str, str], handle
         suppress_env_files=True,
         quiet=True,
     )
+
+    def run() -> None:
+        try:
+            runner.run()
+        finally:
+            finished.set()
+
+    threading.Thread(target=run, name="ansible-runner", daemon=True).start()
     try:
-        while thread.is_alive():
-            thread.join(0.2)
+        while not finished.is_set():
+            time.sleep(0.2)
     except BaseException:
         cancelled.set()
-        thread.join()
+        while not finished.is_set():
+            time.sleep(0.1)
         raise
     return str(runner.status)
 

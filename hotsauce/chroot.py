@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
 from hotsauce.errors import StageFailed
@@ -39,6 +41,8 @@ KERNEL_MOUNTS: tuple[tuple[str, list[str]], ...] = (
 )
 
 SAVED_SUFFIX = ".hotsauce-saved"
+# How long processes left in the root get between SIGTERM and SIGKILL.
+STOP_GRACE_SECONDS = 5.0
 START_STOP_DAEMON = ("usr/sbin/start-stop-daemon", "sbin/start-stop-daemon")
 SYSTEMCTL = ("usr/bin/systemctl", "bin/systemctl")
 
@@ -158,6 +162,48 @@ def offline_systemctl(saved: str) -> str:
     )
 
 
+def processes_in(root: Path) -> list[int]:
+    """Processes whose root folder is the image root: whatever a module left running."""
+    target = str(root.resolve())
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if os.readlink(f"/proc/{entry.name}/root") == target:
+                found.append(int(entry.name))
+        except OSError:
+            continue  # gone, or not ours to look at
+    return found
+
+
+def stop_processes_in(root: Path) -> None:
+    """SIGTERM, then SIGKILL, every process still running inside the root.
+
+    Ansible's workers run in sessions of their own, so when a run is cancelled
+    the commands they started in the image outlive ansible-playbook; a daemon
+    started by hand would too. Nothing of the build may keep running.
+    """
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = processes_in(root)
+        if not pids:
+            return
+        for pid in pids:
+            with suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        while processes_in(root) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+@contextmanager
+def processes_stopped_on_release(root: Path) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        stop_processes_in(root)
+
+
 def host_resolver_config() -> str:
     """The host's resolv.conf as text (it may be a symlink into /run)."""
     try:
@@ -175,7 +221,7 @@ def build_chroot(root: Path) -> Iterator[None]:
     the host's resolver usable for name resolution inside the chroot, while the image's
     own /etc/resolv.conf, /etc/hostname, /etc/hosts are exactly as before once released
     (hostname and hosts are never touched). Everything released in reverse order, also
-    on exceptions."""
+    on exceptions, after stopping any process still running inside the root."""
     root = root.absolute()
     if not (root / "etc").is_dir():
         raise StageFailed("chroot", f"{root} does not look like a root filesystem (no etc/)")
@@ -186,4 +232,5 @@ def build_chroot(root: Path) -> Iterator[None]:
         stack.enter_context(replaced_program(root, START_STOP_DAEMON, start_stop_daemon_stub))
         stack.enter_context(replaced_program(root, SYSTEMCTL, offline_systemctl))
         stack.enter_context(replaced_file(root, "etc/resolv.conf", host_resolver_config(), 0o644))
+        stack.enter_context(processes_stopped_on_release(root))
         yield

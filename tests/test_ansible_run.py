@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +29,7 @@ from hotsauce.errors import ModuleFailed
 from hotsauce.events import Event
 from hotsauce.galaxy import install_requirements
 from hotsauce.modules import ResolvedModule, module_search, resolve_all
-from tests.image_root import extracted_root, mounts_under
+from tests.image_root import extracted_root, mounts_under, processes_in
 
 DATA = Path(__file__).parent / "data" / "ansible"
 
@@ -199,3 +202,58 @@ def test_a_failing_task_names_its_module_and_task_and_leaves_nothing_behind(
     assert mounts_under(root) == []
     assert not (root / "tmp/.hotsauce-ansible").exists()
     assert not (root / "usr/sbin/policy-rc.d").exists()
+
+
+INTERRUPTED_BUILD = """
+import sys
+from pathlib import Path
+from hotsauce.ansible_run import run_ansible_modules
+from hotsauce.chroot import build_chroot
+from hotsauce.config import ModuleKind, ModuleRef
+from hotsauce.errors import Interrupted
+from hotsauce.modules import ResolvedModule
+from hotsauce.signals import interruptible
+
+root, role, logs = (Path(arg) for arg in sys.argv[1:])
+sleeper = ResolvedModule(ModuleRef(ModuleKind.ROLE, "sleeper", {}, 0), ModuleKind.ROLE, role)
+try:
+    with interruptible(), build_chroot(root):
+        run_ansible_modules(root, [sleeper], {}, roles_path=[], collections_path=[],
+                            log_dir=logs, emit=lambda _event: None)
+except Interrupted:
+    sys.exit(130)
+"""
+
+
+@pytest.mark.integration
+def test_sigterm_during_a_run_stops_everything_it_started_in_the_image(
+    root: Path, mixed_run: Run, tmp_path: Path
+) -> None:
+    script = tmp_path / "build.py"
+    script.write_text(INTERRUPTED_BUILD)
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).parent.parent)}
+    build = subprocess.Popen(
+        [
+            sys.executable,
+            str(script),
+            str(root),
+            str(DATA / "roles/sleeper"),
+            str(tmp_path / "logs"),
+        ],
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not any("sleep" in p for p in processes_in(root)) and time.monotonic() < deadline:
+            assert build.poll() is None, "the build ended before its long task started"
+            time.sleep(0.5)
+        assert any("sleep" in p for p in processes_in(root))
+        build.send_signal(signal.SIGTERM)
+        assert build.wait(timeout=60) == 130
+    finally:
+        if build.poll() is None:
+            build.kill()
+            build.wait()
+    assert processes_in(root) == []
+    assert mounts_under(root) == []
+    assert not (root / "tmp/.hotsauce-ansible").exists()

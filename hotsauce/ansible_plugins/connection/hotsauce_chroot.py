@@ -46,6 +46,9 @@ IMAGE_ENVIRONMENT = {
     "SHELL": "/bin/sh",
     "DEBIAN_FRONTEND": "noninteractive",
     "SYSTEMD_OFFLINE": "1",
+    # Module payloads and the temp files of what modules run land in hotsauce's
+    # folder of the image's /tmp, removed after the run even when it is cut short.
+    "TMPDIR": "/tmp/.hotsauce-ansible",
 }
 COPY_BLOCK_SIZE = 1024 * 1024
 
