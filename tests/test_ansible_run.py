@@ -22,6 +22,7 @@ from hotsauce.ansible_run import (
     run_ansible_modules,
     variables_of,
 )
+from hotsauce.builtins import builtin_folder
 from hotsauce.cache import Cache
 from hotsauce.chroot import build_chroot
 from hotsauce.config import ModuleKind, ModuleRef, load_config
@@ -112,6 +113,9 @@ def mixed_run(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     )
     search = module_search(config, roles, collections)
     modules = resolve_all(config, search)
+    (root / "srv/linked-target").mkdir()
+    # Absolute: inside the image it means the image's /srv, never the host's.
+    (root / "opt/linked").symlink_to("/srv/linked-target")
     home = work / "home"
     home.mkdir()
     log_dir = work / "logs"
@@ -144,6 +148,14 @@ def test_each_module_of_a_mixed_list_takes_effect_in_order(mixed_run: Run) -> No
     assert "saw=greeter,galaxy-role\n" in (etc / "playbook-saw").read_text()
     assert "alice=alice\n" in (etc / "greeting").read_text()  # the role saw add_user's work
     assert (etc / "greeter-handler").read_text() == "handler ran\n"
+
+
+@pytest.mark.integration
+def test_files_copied_in_follow_the_image_symlinks_not_the_host(mixed_run: Run) -> None:
+    assert (
+        mixed_run.root / "srv/linked-target/through-symlink"
+    ).read_text() == "inside the image\n"
+    assert not Path("/srv/linked-target").exists()
 
 
 @pytest.mark.integration
@@ -202,6 +214,28 @@ def test_a_failing_task_names_its_module_and_task_and_leaves_nothing_behind(
     assert mounts_under(root) == []
     assert not (root / "tmp/.hotsauce-ansible").exists()
     assert not (root / "usr/sbin/policy-rc.d").exists()
+
+
+@pytest.mark.integration
+def test_install_rpms_in_an_image_without_rpm_tooling_fails_clearly(
+    root: Path, mixed_run: Run, tmp_path: Path
+) -> None:
+    (tmp_path / "x.rpm").write_bytes(b"not really an rpm")
+    install_rpms = role("install_rpms", builtin_folder("roles") / "install_rpms")
+    with (
+        pytest.raises(ModuleFailed, match="the image has no rpm tooling") as failure,
+        build_chroot(root),
+    ):
+        run_ansible_modules(
+            root,
+            [install_rpms],
+            {"rpms": ["x.rpm"], "hotsauce_build_dir": str(tmp_path)},
+            roles_path=[],
+            collections_path=[],
+            log_dir=tmp_path / "logs",
+            emit=lambda _event: None,
+        )
+    assert failure.value.module == "install_rpms"
 
 
 INTERRUPTED_BUILD = """
