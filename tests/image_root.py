@@ -1,0 +1,71 @@
+"""A real Debian root in a plain folder, extracted from the test rootfs tarball."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: mounts and chroot")
+
+
+@contextmanager
+def extracted_root(tarball: Path, parent: Path) -> Iterator[Path]:
+    """The tarball's root in parent/root, removed afterwards (it is some 400 MB)."""
+    require_root()
+    root = parent / "root"
+    root.mkdir()
+    subprocess.run(
+        [
+            "tar",
+            "--zstd",
+            "-xpf",
+            str(tarball),
+            "--numeric-owner",
+            "--xattrs",
+            "--xattrs-include=*",
+            "--acls",
+            "-C",
+            str(root),
+        ],
+        check=True,
+    )
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def in_root(root: Path, *command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["chroot", str(root), *command], capture_output=True, text=True, check=False
+    )
+
+
+def mounts_under(root: Path) -> list[str]:
+    prefix = str(root.resolve())
+    with open("/proc/self/mountinfo") as mountinfo:
+        targets = [line.split()[4] for line in mountinfo]
+    return [t for t in targets if t == prefix or t.startswith(prefix + "/")]
+
+
+def processes_in(root: Path) -> list[str]:
+    """Processes whose root folder is the image root: a daemon started by the build."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if os.readlink(proc / "root") == str(root.resolve()):
+                found.append(f"{proc.name} {(proc / 'comm').read_text().strip()}")
+        except OSError:
+            continue
+    return found

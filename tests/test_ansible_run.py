@@ -1,0 +1,293 @@
+"""run_ansible_modules: one ansible-runner call applying roles and playbooks to a chroot."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from hotsauce.ansible_run import (
+    generated_playbook,
+    play_marker,
+    role_reference,
+    run_ansible_modules,
+    variables_of,
+)
+from hotsauce.builtins import builtin_folder
+from hotsauce.cache import Cache
+from hotsauce.chroot import build_chroot
+from hotsauce.config import ModuleKind, ModuleRef, load_config
+from hotsauce.errors import ModuleFailed
+from hotsauce.events import Event
+from hotsauce.galaxy import install_requirements
+from hotsauce.modules import ResolvedModule, module_search, resolve_all
+from tests.image_root import extracted_root, mounts_under, processes_in
+
+DATA = Path(__file__).parent / "data" / "ansible"
+
+
+def role(
+    name: str, path: Path, index: int = 0, variables: dict[str, object] | None = None
+) -> ResolvedModule:
+    return ResolvedModule(
+        ModuleRef(ModuleKind.ROLE, name, variables or {}, index), ModuleKind.ROLE, path
+    )
+
+
+# --- the generated playbook (no chroot needed) ------------------------------
+
+
+def test_free_form_vars_and_top_level_keys_all_become_variables() -> None:
+    variables = variables_of(
+        {"vars": {"a": 1, "packages": ["x"]}, "packages": ["y"], "hostname": "h"}
+    )
+    assert variables == {"a": 1, "packages": ["y"], "hostname": "h"}
+
+
+def test_each_module_gets_its_own_play_in_order_with_its_own_vars() -> None:
+    greeter = role("greeter", Path("/r/greeter"), 0, {"per_module": 1})
+    site = ResolvedModule(
+        ModuleRef(ModuleKind.PLAYBOOK, "site.yml", {"x": 2}, 1),
+        ModuleKind.PLAYBOOK,
+        Path("/b/site.yml"),
+    )
+    plays = generated_playbook([greeter, site])
+    assert [p.get("name") or p.get("import_playbook") for p in plays] == [
+        play_marker(greeter),
+        play_marker(site),
+        "/b/site.yml",
+    ]
+    assert plays[0]["vars"] == {"per_module": 1} and plays[0]["roles"] == [{"role": "/r/greeter"}]
+    assert plays[0]["gather_facts"] is True and plays[1]["gather_facts"] is False
+    assert plays[2]["vars"] == {"x": 2}
+
+
+def test_a_collection_role_is_named_by_its_full_name() -> None:
+    path = Path("/cache/collections/ansible_collections/acme/web/roles/server")
+    assert role_reference(path) == "acme.web.server"
+    assert role_reference(Path("/cache/roles/acme.webserver")) == "/cache/roles/acme.webserver"
+
+
+# --- real runs against a Debian root ----------------------------------------
+
+
+@dataclass
+class Run:
+    root: Path
+    log_dir: Path
+    events: list[Event]
+    home: Path
+
+
+@pytest.fixture(scope="module")
+def root(debian_rootfs_tarball: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    with extracted_root(debian_rootfs_tarball, tmp_path_factory.mktemp("ansible-run")) as root:
+        yield root
+
+
+@pytest.fixture(scope="module")
+def mixed_run(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    """add_user, a user role, a role from requirements.yml and a playbook, in one run."""
+    work = tmp_path_factory.mktemp("mixed")
+    build = work / "build"
+    shutil.copytree(DATA / "build", build)
+    subprocess.run(
+        ["tar", "-C", str(DATA / "galaxy"), "-czf", str(work / "acme_web.tar.gz"), "acme_web"],
+        check=True,
+    )
+    (build / "requirements.yml").write_text("- src: ../acme_web.tar.gz\n  name: acme.webserver\n")
+    config = load_config(build / "build.yaml")
+    assert config.requirements is not None
+    events: list[Event] = []
+    roles, collections = install_requirements(
+        config.requirements, Cache(work / "cache"), events.append
+    )
+    search = module_search(config, roles, collections)
+    modules = resolve_all(config, search)
+    (root / "srv/linked-target").mkdir()
+    # Absolute: inside the image it means the image's /srv, never the host's.
+    (root / "opt/linked").symlink_to("/srv/linked-target")
+    home = work / "home"
+    home.mkdir()
+    log_dir = work / "logs"
+    saved_home = os.environ["HOME"]
+    os.environ["HOME"] = str(home)  # whatever the run writes into "the host's home" lands here
+    try:
+        with build_chroot(root):
+            run_ansible_modules(
+                root,
+                modules,
+                dict(config.data) | {"hotsauce_build_dir": str(build)},
+                roles_path=search.roles_path,
+                collections_path=search.collections_path,
+                log_dir=log_dir,
+                emit=events.append,
+            )
+    finally:
+        os.environ["HOME"] = saved_home
+    yield Run(root, log_dir, events, home)
+
+
+@pytest.mark.integration
+def test_each_module_of_a_mixed_list_takes_effect_in_order(mixed_run: Run) -> None:
+    etc = mixed_run.root / "etc"
+    assert (etc / "hotsauce-order").read_text().splitlines() == [
+        "greeter",
+        "galaxy-role",
+        "playbook",
+    ]
+    assert "saw=greeter,galaxy-role\n" in (etc / "playbook-saw").read_text()
+    assert "alice=alice\n" in (etc / "greeting").read_text()  # the role saw add_user's work
+    assert (etc / "greeter-handler").read_text() == "handler ran\n"
+
+
+@pytest.mark.integration
+def test_files_copied_in_follow_the_image_symlinks_not_the_host(mixed_run: Run) -> None:
+    assert (
+        mixed_run.root / "srv/linked-target/through-symlink"
+    ).read_text() == "inside the image\n"
+    assert not Path("/srv/linked-target").exists()
+
+
+@pytest.mark.integration
+def test_configuration_beats_role_defaults_and_set_fact_beats_configuration(mixed_run: Run) -> None:
+    greeting = (mixed_run.root / "etc/greeting").read_text()
+    assert "greeting=from-build-yaml\n" in greeting
+    assert "color=red\n" in greeting
+
+
+@pytest.mark.integration
+def test_per_module_vars_apply_to_that_module_alone(mixed_run: Run) -> None:
+    assert "per_module=only-greeter\n" in (mixed_run.root / "etc/greeting").read_text()
+    assert "per_module=unset\n" in (mixed_run.root / "etc/playbook-saw").read_text()
+
+
+@pytest.mark.integration
+def test_facts_describe_the_image_and_its_service_manager_at_boot(mixed_run: Run) -> None:
+    assert "facts=Debian apt systemd\n" in (mixed_run.root / "etc/greeting").read_text()
+
+
+@pytest.mark.integration
+def test_nothing_of_ansible_is_left_in_the_image_or_the_home_of_the_build(mixed_run: Run) -> None:
+    assert not (mixed_run.root / "root/.ansible").exists()
+    assert not (mixed_run.root / "tmp/.hotsauce-ansible").exists()
+    assert list(mixed_run.home.iterdir()) == []
+
+
+@pytest.mark.integration
+def test_output_streams_as_events_and_the_full_event_log_is_kept(mixed_run: Run) -> None:
+    output = "\n".join(e.message for e in mixed_run.events if e.kind == "output")
+    assert "PLAY RECAP" in output
+    (events_log,) = mixed_run.log_dir.glob("*.events.jsonl")
+    kinds = [json.loads(line)["event"] for line in events_log.read_text().splitlines()]
+    assert kinds[0] == "playbook_on_start" and "playbook_on_stats" in kinds
+
+
+@pytest.mark.integration
+def test_a_failing_task_names_its_module_and_task_and_leaves_nothing_behind(
+    root: Path, mixed_run: Run, tmp_path: Path
+) -> None:
+    modules = [role("marker", DATA / "roles/marker", 0), role("broken", DATA / "roles/broken", 1)]
+    with pytest.raises(ModuleFailed) as failure, build_chroot(root):
+        run_ansible_modules(
+            root,
+            modules,
+            {},
+            roles_path=[],
+            collections_path=[],
+            log_dir=tmp_path / "logs",
+            emit=lambda _event: None,
+        )
+    assert failure.value.module == "broken"
+    assert "task 'This task fails on purpose'" in str(failure.value)
+    assert "broken on purpose" in str(failure.value)
+    assert (root / "etc/hotsauce-marker").exists()  # the module before it ran
+    assert mounts_under(root) == []
+    assert not (root / "tmp/.hotsauce-ansible").exists()
+    assert not (root / "usr/sbin/policy-rc.d").exists()
+
+
+@pytest.mark.integration
+def test_install_rpms_in_an_image_without_rpm_tooling_fails_clearly(
+    root: Path, mixed_run: Run, tmp_path: Path
+) -> None:
+    (tmp_path / "x.rpm").write_bytes(b"not really an rpm")
+    install_rpms = role("install_rpms", builtin_folder("roles") / "install_rpms")
+    with (
+        pytest.raises(ModuleFailed, match="the image has no rpm tooling") as failure,
+        build_chroot(root),
+    ):
+        run_ansible_modules(
+            root,
+            [install_rpms],
+            {"rpms": ["x.rpm"], "hotsauce_build_dir": str(tmp_path)},
+            roles_path=[],
+            collections_path=[],
+            log_dir=tmp_path / "logs",
+            emit=lambda _event: None,
+        )
+    assert failure.value.module == "install_rpms"
+
+
+INTERRUPTED_BUILD = """
+import sys
+from pathlib import Path
+from hotsauce.ansible_run import run_ansible_modules
+from hotsauce.chroot import build_chroot
+from hotsauce.config import ModuleKind, ModuleRef
+from hotsauce.errors import Interrupted
+from hotsauce.modules import ResolvedModule
+from hotsauce.signals import interruptible
+
+root, role, logs = (Path(arg) for arg in sys.argv[1:])
+sleeper = ResolvedModule(ModuleRef(ModuleKind.ROLE, "sleeper", {}, 0), ModuleKind.ROLE, role)
+try:
+    with interruptible(), build_chroot(root):
+        run_ansible_modules(root, [sleeper], {}, roles_path=[], collections_path=[],
+                            log_dir=logs, emit=lambda _event: None)
+except Interrupted:
+    sys.exit(130)
+"""
+
+
+@pytest.mark.integration
+def test_sigterm_during_a_run_stops_everything_it_started_in_the_image(
+    root: Path, mixed_run: Run, tmp_path: Path
+) -> None:
+    script = tmp_path / "build.py"
+    script.write_text(INTERRUPTED_BUILD)
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).parent.parent)}
+    build = subprocess.Popen(
+        [
+            sys.executable,
+            str(script),
+            str(root),
+            str(DATA / "roles/sleeper"),
+            str(tmp_path / "logs"),
+        ],
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not any("sleep" in p for p in processes_in(root)) and time.monotonic() < deadline:
+            assert build.poll() is None, "the build ended before its long task started"
+            time.sleep(0.5)
+        assert any("sleep" in p for p in processes_in(root))
+        build.send_signal(signal.SIGTERM)
+        assert build.wait(timeout=60) == 130
+    finally:
+        if build.poll() is None:
+            build.kill()
+            build.wait()
+    assert processes_in(root) == []
+    assert mounts_under(root) == []
+    assert not (root / "tmp/.hotsauce-ansible").exists()
