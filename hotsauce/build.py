@@ -73,7 +73,7 @@ def build(config: BuildConfig, options: BuildOptions, emit: Emit = ignore) -> Bu
                     _boot_check(staging, options.boot_checks, emit)
             with stage(emit, "publish", times):
                 output.publish(staging, options.output, compress=options.compress, force=options.force)
-    emit(Event("output", "publish", str(options.output), {"seconds": times.seconds}))
+    emit(Event("finished", "publish", str(options.output), {"seconds": times.seconds}))
     return BuildResult(options.output.absolute(), build_id, manifest, times)
 
 

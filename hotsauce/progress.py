@@ -13,9 +13,8 @@ from hotsauce.sizes import human_size
 class TerminalReporter:
     """Stage lines, progress bars on a terminal (throttled), and a timing table at the end."""
 
-    def __init__(self, stream: TextIO = sys.stderr, verbose: bool = False) -> None:
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
         self.stream = stream
-        self.verbose = verbose
         self.tty = stream.isatty()
         self._last_progress = 0.0
         self._progress_shown = False
@@ -34,9 +33,9 @@ class TerminalReporter:
         elif event.kind in ("info", "warning"):
             prefix = "warning: " if event.kind == "warning" else ""
             self._write(f"    {prefix}{event.message}")
-        elif event.kind == "log" and self.verbose:
-            self._write(event.message)
-        elif event.kind == "output":
+        elif event.kind == "output":  # what a module's tool prints, streamed as it runs
+            self._write(event.message.rstrip("\n"))
+        elif event.kind == "finished":
             self._summary(event)
 
     def _progress(self, event: Event) -> None:

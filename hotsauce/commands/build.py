@@ -40,7 +40,6 @@ def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
                         help="boot the finished set in QEMU before writing -o; fail the build if it does not come up")
     parser.add_argument("--check", dest="checks", action="append", default=[], metavar="CMD",
                         help="with --boot-check: a command that must succeed inside the booted guest (repeatable)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show module output as it runs")
     parser.set_defaults(run=run_build)
 
 
@@ -82,5 +81,5 @@ def config_path(args: argparse.Namespace) -> Path | None:
 def run_build(args: argparse.Namespace) -> int:
     options = options_from(args)
     config = load_config(config_path(args))
-    build(config, options, TerminalReporter(verbose=args.verbose))
+    build(config, options, TerminalReporter())
     return 0
