@@ -53,6 +53,8 @@ BOOTABLE_PACKAGES = (
     "isc-dhcp-client",
     "sudo",
     "python3",
+    # Ansible's apt module installs it on first use, several seconds per build.
+    "python3-apt",
 )
 
 # A Release file's Date field is in its first lines; this is plenty.
@@ -107,20 +109,39 @@ def entry_name(key: Mapping[str, Any]) -> str:
     return f"debian-{key['suite']}-{key['architecture']}-{digest}.tar.zst"
 
 
-def provide_debian_base(spec: DebianBase, root: Path, cache: Cache, emit: Emit) -> None:
+@dataclass(frozen=True)
+class PlannedBase:
+    """A Debian base with its cache key: the mirror's Release dates read once per build."""
+
+    plan: BootstrapPlan
+    key: dict[str, Any]
+
+    @property
+    def entry_name(self) -> str:
+        return entry_name(self.key)
+
+
+def plan_base(spec: DebianBase) -> PlannedBase:
+    plan = plan_bootstrap(spec)
+    return PlannedBase(plan, plan.key(release_dates(plan.sources)))
+
+
+def provide_debian_base(
+    spec: DebianBase, root: Path, cache: Cache, emit: Emit, planned: PlannedBase | None = None
+) -> None:
     """Fill the empty `root` with the Debian base `spec`, from the cache when it holds it.
 
     `root` may contain lost+found. The base keeps its apt lists (so modules
     can install packages without fetching them again); the pipeline's
-    scrub removes them at the end.
+    scrub removes them at the end. `planned` is `plan_base(spec)` when the
+    caller has it already.
     """
-    plan = plan_bootstrap(spec)
     if not cache.enabled:
         emit(Event("info", STAGE, "base bootstrapped: the cache is disabled", {"cached": False}))
-        bootstrap(plan, root, deb_pool=None)
+        bootstrap(plan_bootstrap(spec), root, deb_pool=None)
         return
-    key = plan.key(release_dates(plan.sources))
-    name = entry_name(key)
+    planned = planned or plan_base(spec)
+    key, name = planned.key, planned.entry_name
     with cache.locked(BASES, name) as entry:
         if entry.is_file():
             emit(
@@ -142,7 +163,7 @@ def provide_debian_base(spec: DebianBase, root: Path, cache: Cache, emit: Emit) 
                 {"cached": False, "reason": reason, "entry": str(entry)},
             )
         )
-        bootstrap(plan, root, deb_pool=cache.folder(DEBS) / spec.architecture)
+        bootstrap(planned.plan, root, deb_pool=cache.folder(DEBS) / spec.architecture)
         store_base(root, entry, key)
 
 

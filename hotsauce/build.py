@@ -10,18 +10,26 @@ from __future__ import annotations
 import secrets
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hotsauce import __version__, archive, disk, download, output
+from hotsauce.ansible_run import run_ansible_modules
+from hotsauce.base_debian import PlannedBase, plan_base, provide_debian_base
+from hotsauce.boot import boot_image_set
 from hotsauce.boot_files import copy_boot_files, find_boot_files, read_os_release
+from hotsauce.build_log import build_log
 from hotsauce.cache import Cache, default_cache_dir
+from hotsauce.chroot import build_chroot
 from hotsauce.config import BuildConfig, BuildOptions, DebianBase, DownloadBase, check_unknown_keys
 from hotsauce.events import Emit, Event, StageTimes, ignore, stage
-from hotsauce.imageset import ROOT_LABEL, Manifest, root_image_name
+from hotsauce.galaxy import install_requirements
+from hotsauce.image_identity import scrub_image, set_identity
+from hotsauce.imageset import ROOT_LABEL, Manifest, root_image_name, sha256_of
+from hotsauce.module_cache import ModuleLayers, layers_for
 from hotsauce.modules import (
     ResolvedModule,
     module_search,
@@ -30,6 +38,7 @@ from hotsauce.modules import (
     variables_read_by,
 )
 from hotsauce.python_modules import run_python_module
+from hotsauce.rootpath import inside
 from hotsauce.signals import interruptible
 
 KERNEL_CMDLINE = f"root=LABEL={ROOT_LABEL} ro console=tty0 console=ttyS0,115200n8"
@@ -61,26 +70,26 @@ def build(config: BuildConfig, options: BuildOptions, emit: Emit = ignore) -> Bu
     cache = Cache(options.cache_dir or config.cache_dir or default_cache_dir(), enabled=options.use_cache)
     build_id = new_build_id()
     times = StageTimes()
-    with interruptible(), _work_folder(options) as work:
+    with interruptible(), build_log(cache, build_id, emit) as (log_dir, emit), _work_folder(options) as work:
+        emit(Event("info", "config", f"build {build_id}; log: {log_dir / 'build.log'}", {"log_dir": str(log_dir)}))
         with stage(emit, "config", times):
             output.check_output_path(options.output, force=options.force)
             plan = make_plan(config, cache, emit)
         base_archive = _fetch_base(config, cache, emit, times)
         with output.staging_folder(options.output) as staging:
-            manifest = _build_into(config, options, plan, base_archive, cache, work, staging, build_id, emit, times)
+            manifest = _build_into(config, options, plan, base_archive, cache, log_dir, work, staging, build_id,
+                                   emit, times)
             if options.boot_checks is not None:
                 with stage(emit, "boot-check", times):
                     _boot_check(staging, options.boot_checks, emit)
             with stage(emit, "publish", times):
                 output.publish(staging, options.output, compress=options.compress, force=options.force)
-    emit(Event("finished", "publish", str(options.output), {"seconds": times.seconds}))
+        emit(Event("finished", "publish", str(options.output), {"seconds": times.seconds}))
     return BuildResult(options.output.absolute(), build_id, manifest, times)
 
 
 def _boot_check(staging: Path, checks: Sequence[str], emit: Emit) -> None:
     """Boot the finished set before it is published: a set that does not boot is no output."""
-    from hotsauce.boot import boot_image_set
-
     boot_image_set(staging, checks=checks, emit=emit).raise_for_failure()
 
 
@@ -88,8 +97,6 @@ def make_plan(config: BuildConfig, cache: Cache, emit: Emit) -> Plan:
     roles_dirs: list[Path] = []
     collections_dirs: list[Path] = []
     if config.requirements is not None:
-        from hotsauce.galaxy import install_requirements
-
         roles_dirs, collections_dirs = install_requirements(config.requirements, cache, emit)
     search = module_search(config, roles_dirs, collections_dirs)
     modules = resolve_all(config, search)
@@ -111,7 +118,7 @@ def _fetch_base(config: BuildConfig, cache: Cache, emit: Emit, times: StageTimes
 
 
 def _build_into(config: BuildConfig, options: BuildOptions, plan: Plan, base_archive: Path | None,
-                cache: Cache, work: Path, staging: Path, build_id: str, emit: Emit,
+                cache: Cache, log_dir: Path, work: Path, staging: Path, build_id: str, emit: Emit,
                 times: StageTimes) -> Manifest:
     image = work / "disk.raw"
     with stage(emit, "disk", times):
@@ -121,11 +128,12 @@ def _build_into(config: BuildConfig, options: BuildOptions, plan: Plan, base_arc
         with stage(emit, "format", times):
             disk.make_filesystem(device, options.fs_type)
         with disk.mounted(device, work / "root") as root:
+            runs = plan_runs(plan.modules)
             with stage(emit, "base", times):
-                _fill_base(config, root, base_archive, work, cache, emit)
-                _prepare_root(config, root)
+                layers, done = _fill_root(config, cache, root, base_archive, work, runs, emit)
             with stage(emit, "modules", times):
-                run_modules(plan, root, variables_for(config), work / "logs", emit)
+                run_modules(runs[done:], root, variables_for(config), plan, log_dir, emit,
+                            after_run=lambda index: layers and layers.store(done + index, root))
             with stage(emit, "finish", times):
                 os_release = _finish_root(config, root, staging)
                 disk.trim(root)
@@ -139,12 +147,31 @@ def _build_into(config: BuildConfig, options: BuildOptions, plan: Plan, base_arc
     return manifest
 
 
-def _fill_base(config: BuildConfig, root: Path, base_archive: Path | None, work: Path,
-               cache: Cache, emit: Emit) -> None:
-    if isinstance(config.base, DebianBase):
-        from hotsauce.base_debian import provide_debian_base
+def _fill_root(config: BuildConfig, cache: Cache, root: Path, base_archive: Path | None, work: Path,
+               runs: Sequence[Sequence[ResolvedModule]], emit: Emit) -> tuple[ModuleLayers | None, int]:
+    """The base, or the newest cached result of the first module runs; how many runs that covers."""
+    planned = plan_base(config.base) if isinstance(config.base, DebianBase) and cache.enabled else None
+    layers = None
+    if cache.enabled and runs:
+        identity = planned.entry_name if planned else _archive_identity(config, base_archive)
+        layers = layers_for(cache, identity, config, runs)
+        if done := layers.restore_newest(root, emit):
+            return layers, done
+    _fill_base(config, root, base_archive, work, cache, emit, planned)
+    _prepare_root(config, root)
+    return layers, 0
 
-        provide_debian_base(config.base, root, cache, emit)
+
+def _archive_identity(config: BuildConfig, base_archive: Path | None) -> str:
+    assert isinstance(config.base, DownloadBase) and base_archive is not None
+    digest = config.base.sha256 or sha256_of(base_archive)
+    return f"download:{digest}:{config.base.root_file or ''}"
+
+
+def _fill_base(config: BuildConfig, root: Path, base_archive: Path | None, work: Path,
+               cache: Cache, emit: Emit, planned: PlannedBase | None) -> None:
+    if isinstance(config.base, DebianBase):
+        provide_debian_base(config.base, root, cache, emit, planned)
         return
     assert isinstance(config.base, DownloadBase) and base_archive is not None
     name = f"download.from {config.base.url}"
@@ -157,9 +184,6 @@ def _fill_base(config: BuildConfig, root: Path, base_archive: Path | None, work:
 
 def _prepare_root(config: BuildConfig, root: Path) -> None:
     """What the image needs before modules run: its mount table and identity."""
-    from hotsauce.image_identity import set_identity
-    from hotsauce.rootpath import inside
-
     fstab = inside(root, "/etc/fstab")
     fstab.parent.mkdir(parents=True, exist_ok=True)
     fstab.write_text(f"# written by hotsauce\nLABEL={ROOT_LABEL}\t/\tauto\tdefaults\t0\t1\n")
@@ -171,33 +195,22 @@ def variables_for(config: BuildConfig) -> dict[str, Any]:
     return {**config.data, "hotsauce_build_dir": str(config.directory)}
 
 
-def run_modules(plan: Plan, root: Path, cfg: Mapping[str, Any], log_dir: Path, emit: Emit) -> None:
-    """Each run in order: a Python module alone, or consecutive Ansible modules together."""
-    if not plan.modules:
-        return
-    from hotsauce.chroot import build_chroot
-
-    with build_chroot(root):
-        for run in plan_runs(plan.modules):
-            _run_one(run, plan, root, cfg, log_dir, emit)
-
-
-def _run_one(run: Sequence[ResolvedModule], plan: Plan, root: Path, cfg: Mapping[str, Any],
-             log_dir: Path, emit: Emit) -> None:
-    names = ", ".join(module.name for module in run)
-    emit(Event("info", "modules", f"running {names}"))
-    if not run[0].is_ansible:
-        run_python_module(run[0], root, cfg)
-        return
-    from hotsauce.ansible_run import run_ansible_modules
-
-    run_ansible_modules(root, run, cfg, roles_path=plan.roles_path, collections_path=plan.collections_path,
-                        log_dir=log_dir, emit=emit)
+def run_modules(runs: Sequence[Sequence[ResolvedModule]], root: Path, cfg: Mapping[str, Any], plan: Plan,
+                log_dir: Path, emit: Emit, after_run: Callable[[int], object] = lambda index: None) -> None:
+    """Each run in order, in the build chroot: a Python module alone, or consecutive Ansible modules
+    together. The chroot is left between runs so `after_run` sees the root as the image will have it."""
+    for index, run in enumerate(runs):
+        emit(Event("info", "modules", f"running {', '.join(module.name for module in run)}"))
+        with build_chroot(root):
+            if run[0].is_ansible:
+                run_ansible_modules(root, run, cfg, roles_path=plan.roles_path,
+                                    collections_path=plan.collections_path, log_dir=log_dir, emit=emit)
+            else:
+                run_python_module(run[0], root, cfg)
+        after_run(index)
 
 
 def _finish_root(config: BuildConfig, root: Path, staging: Path) -> dict[str, str]:
-    from hotsauce.image_identity import scrub_image
-
     scrub_image(root)
     if config.kernel:
         copy_boot_files(find_boot_files(root), staging)

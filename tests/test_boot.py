@@ -39,6 +39,7 @@ from hotsauce.errors import ConfigError
 from hotsauce.imageset import Manifest, sha256_of
 from hotsauce.qemu import Drive, kvm_runs_kernel
 from tests.image_sets import extract_root, make_image_set
+from tests.images import run_hotsauce
 
 GOOD_BOOT_TIMEOUT = 480  # generous: other work may share the machine's two cores
 BAD_BOOT_TIMEOUT = 240
@@ -165,14 +166,26 @@ class CommandRun:
 
 
 @pytest.fixture(scope="module")
-def good_boot(root_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> CommandRun:
-    """One boot of a good set through `hotsauce boot --json`: one passing, one failing check."""
+def default_image(debian_rootfs_tarball: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`hotsauce init`, then `hotsauce build`, in an empty folder: the default image."""
+    project = tmp_path_factory.mktemp("default-project")
+    initialised = run_hotsauce("init", cwd=project)
+    assert initialised.returncode == 0, initialised.stderr
+    built = run_hotsauce("build", "-s", "2G", "-o", "default", cwd=project)
+    assert built.returncode == 0, built.stderr[-3000:]
+    return project / "default"
+
+
+@pytest.fixture(scope="module")
+def good_boot(default_image: Path, tmp_path_factory: pytest.TempPathFactory) -> CommandRun:
+    """One boot of the default image through `hotsauce boot --json`: passing checks, one failing."""
     work = tmp_path_factory.mktemp("good")
-    folder = make_image_set(root_tree, work / "set")
+    folder = default_image
     image = folder / Manifest.read(folder).root
     before = sha256_of(image)
     args = boot_parser().parse_args(
         ["boot", str(folder), "--check", "id root", "--check", "id nosuchuser",
+         "--check", "cat /etc/hotsauce-release", "--check", "sudo -n -l -U hotsauce",
          "--timeout", str(GOOD_BOOT_TIMEOUT), "--log-dir", str(work / "logs"), "--json"]
     )  # fmt: skip
     stdout = io.StringIO()
@@ -187,7 +200,7 @@ def good_boot(root_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Comm
 
 @pytest.mark.integration
 @pytest.mark.boot
-def test_a_hand_made_set_boots_and_reaches_its_default_target(good_boot: CommandRun) -> None:
+def test_the_default_image_boots_and_reaches_its_default_target(good_boot: CommandRun) -> None:
     assert good_boot.json["booted"], good_boot.json["reason"]
     assert good_boot.json["reason"].startswith("reached graphical.target (failed units: ")
     console = Path(good_boot.json["serial_log"]).read_text(errors="replace")
@@ -202,9 +215,12 @@ def test_checks_run_inside_the_guest_and_the_failing_one_is_named(good_boot: Com
     assert checks["id root"]["status"] == 0
     assert checks["id root"]["output"].startswith("uid=0(root)")
     assert checks["id nosuchuser"]["status"] != 0
+    assert checks["cat /etc/hotsauce-release"]["status"] == 0  # the default's Python module ran
+    assert checks["sudo -n -l -U hotsauce"]["status"] == 0  # ... and its add_user role
     assert "nosuchuser" in checks["id nosuchuser"]["output"]
     assert good_boot.json["ok"] is False
     assert "'id nosuchuser'" in good_boot.error and "'id root'" not in good_boot.error
+    assert "'sudo -n -l -U hotsauce'" not in good_boot.error
 
 
 @pytest.mark.integration

@@ -1,0 +1,51 @@
+"""The build log: every event of a build as a line, kept with the module logs.
+
+Each build gets a folder `<cache>/logs/<build id>/` holding `build.log` and
+the Ansible runs' event logs; the newest builds' folders are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TextIO
+
+from hotsauce.cache import Cache
+from hotsauce.events import Emit, Event
+
+LOGS = "logs"
+KEEP_NEWEST = 20
+
+
+@contextmanager
+def build_log(cache: Cache, build_id: str, emit: Emit) -> Iterator[tuple[Path, Emit]]:
+    """The build's log folder, and an emitter that writes every event there before passing it on."""
+    folder = cache.folder(LOGS) / build_id
+    folder.mkdir(mode=0o700)  # module output may carry what a build.yaml holds
+    _prune(folder.parent)
+    started = time.monotonic()
+    with (folder / "build.log").open("w") as log:
+
+        def logged(event: Event) -> None:
+            if event.kind != "progress":
+                _write(log, started, event)
+            emit(event)
+
+        yield folder, logged
+
+
+def _write(log: TextIO, started: float, event: Event) -> None:
+    data = json.dumps(event.data, default=str, sort_keys=True) if event.data else ""
+    message = event.message.rstrip("\n")
+    log.write(f"{time.monotonic() - started:8.2f} {event.stage} {event.kind}: {message} {data}".rstrip() + "\n")
+    log.flush()
+
+
+def _prune(logs: Path) -> None:
+    folders = sorted((p for p in logs.iterdir() if p.is_dir()), key=lambda p: p.name)
+    for old in folders[:-KEEP_NEWEST]:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,148 @@
+"""Results of module runs, kept in the cache so an unchanged build skips its modules.
+
+After each run of modules, the root is archived under a key that chains
+everything that shaped it: the base, the configuration (all but the module
+list), and, for each module so far, its kind, name, vars and the digest of
+its files. A later build restores the longest prefix of its runs that is
+cached and runs only what follows, so changing the last module re-runs
+only the last module.
+
+What a module reads from the host beyond its own files (a role's `files/`
+count; a Python module opening /srv/something does not) is not seen: such a
+build wants --no-cache. The rpm files named by `rpms` are part of the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hotsauce import __version__
+from hotsauce.base_debian import store_base, unpack_base
+from hotsauce.cache import Cache
+from hotsauce.config import BuildConfig, ModuleKind
+from hotsauce.events import Emit, Event
+from hotsauce.modules import ResolvedModule
+
+KIND = "modules"
+KEEP_NEWEST = 12
+# Folders beside a playbook that it commonly reads; the playbook's own folder may be the project's.
+PLAYBOOK_COMPANIONS = ("roles", "files", "templates", "vars", "group_vars", "host_vars", "tasks", "handlers")
+# Files this large are known by size and time instead of being read whole.
+LARGE_FILE_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class ModuleLayers:
+    """The chain of keys of one build's module runs, and where their archives live."""
+
+    cache: Cache
+    keys: tuple[str, ...]  # keys[i]: the root after runs[0..i]
+
+    def entry(self, index: int) -> Path:
+        return self.cache.folder(KIND) / f"after-{self.keys[index][:32]}.tar.zst"
+
+    def restore_newest(self, root: Path, emit: Emit) -> int:
+        """Unpack the longest cached prefix into `root`; how many runs it covers (0: none)."""
+        for index in reversed(range(len(self.keys))):
+            with self.cache.locked(KIND, self.entry(index).name) as entry:
+                if entry.is_file():
+                    unpack_base(entry, root)
+                    os.utime(entry)  # recently used entries survive pruning
+                    emit(Event("info", "base", f"module runs 1-{index + 1} of {len(self.keys)} served from the "
+                                               f"cache ({entry.name})", {"cached": True, "runs": index + 1}))
+                    return index + 1
+        if self.keys:
+            emit(Event("info", "base", "module runs not in the cache: none ran before with this base, "
+                                       "configuration and first module", {"cached": False}))
+        return 0
+
+    def store(self, index: int, root: Path) -> None:
+        with self.cache.locked(KIND, self.entry(index).name) as entry:
+            if not entry.is_file():
+                store_base(root, entry, {"key": self.keys[index], "run": index})
+        _prune(self.cache)
+
+
+def layers_for(cache: Cache, base_identity: str, config: BuildConfig,
+               runs: Sequence[Sequence[ResolvedModule]]) -> ModuleLayers:
+    chain = _digest({
+        "hotsauce": __version__,
+        "base": base_identity,
+        "configuration": {k: v for k, v in config.data.items() if k != "modules"},
+        "build_dir": str(config.directory),
+        "rpms": _rpm_files(config),
+    })
+    keys = []
+    for run in runs:
+        for module in run:
+            chain = _digest({"before": chain, "kind": module.kind.value, "name": module.name,
+                             "vars": module.ref.vars, "files": module_digest(module)})
+        keys.append(chain)
+    return ModuleLayers(cache, tuple(keys))
+
+
+def module_digest(module: ResolvedModule) -> str:
+    if module.kind is ModuleKind.PLAYBOOK:
+        folder = module.path.parent
+        return _digest([tree_digest(module.path), *(tree_digest(folder / c) for c in PLAYBOOK_COMPANIONS)])
+    return tree_digest(module.path)
+
+
+def tree_digest(path: Path) -> str:
+    """Names, kinds, link targets and contents of every file under `path` (or of `path` itself)."""
+    digest = hashlib.sha256()
+    for item in _walk(path):
+        relative = str(item.relative_to(path)) if item != path else "."
+        if item.is_symlink():
+            digest.update(f"L {relative} {os.readlink(item)}\n".encode())
+        elif item.is_file():
+            digest.update(f"F {relative} {oct(item.stat().st_mode & 0o7777)}\n".encode())
+            digest.update(_file_digest(item).encode())
+        elif item.is_dir():
+            digest.update(f"D {relative}\n".encode())
+    return digest.hexdigest()
+
+
+def _walk(path: Path) -> Iterable[Path]:
+    if not path.exists() and not path.is_symlink():
+        return
+    yield path
+    if path.is_dir() and not path.is_symlink():
+        yield from sorted(path.rglob("*"))
+
+
+def _file_digest(path: Path) -> str:
+    stat = path.stat()
+    if stat.st_size > LARGE_FILE_BYTES:
+        return f"{stat.st_size}:{stat.st_mtime_ns}"
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _rpm_files(config: BuildConfig) -> list[str]:
+    return [f"{p}:{_file_digest(p)}" for entry in config.data.get("rpms", []) or []
+            for p in _rpms_of(config.directory / str(entry))]
+
+
+def _rpms_of(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(path.glob("*.rpm"))
+    return [path] if path.is_file() else []
+
+
+def _digest(value: Mapping[str, Any] | list[Any]) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _prune(cache: Cache) -> None:
+    """Keep the most recently used entries; take each one's lock so no build is reading it."""
+    entries = sorted(cache.folder(KIND).glob("after-*.tar.zst"), key=lambda p: p.stat().st_mtime)
+    for old in entries[:-KEEP_NEWEST]:
+        with cache.locked(KIND, old.name) as entry:
+            entry.unlink(missing_ok=True)
+            Cache.key_file(entry).unlink(missing_ok=True)
