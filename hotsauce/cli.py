@@ -18,6 +18,7 @@ from hotsauce.errors import HotsauceError, Interrupted
 COMMAND_MODULES = (
     "hotsauce.commands.build",
     "hotsauce.commands.init",
+    "hotsauce.commands.cleanup",
 )
 
 

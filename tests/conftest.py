@@ -13,6 +13,8 @@ import pytest
 
 from tests.leaks import held_resources
 
+pytest_plugins = ["tests.faults.plugin"]
+
 # The packages a bootable Debian root needs; the test root carries them once per run.
 BOOTABLE_PACKAGES = (
     "linux-image-cloud-amd64,systemd-sysv,udev,initramfs-tools,login,passwd,"
