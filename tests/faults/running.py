@@ -39,23 +39,19 @@ def run_and_signal(
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
-def start_in_background(args: list[str | Path], *, cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "hotsauce", *map(str, args)],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def start_in_background(args: list[str | Path], *, cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen[str]:
+    """hotsauce with its output in `log`: a pipe would stay open while orphans of a killed build live."""
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "hotsauce", *map(str, args)], cwd=cwd, env=env, stdout=out, stderr=out, text=True
+        )
 
 
 def wait_for(marker: Path, process: subprocess.Popen[str], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not marker.exists():
         if process.poll() is not None:
-            _, stderr = process.communicate()
-            raise AssertionError(f"hotsauce ended before reaching the fault point: {stderr}")
+            raise AssertionError(f"hotsauce ended (status {process.returncode}) before reaching the fault point")
         if time.monotonic() > deadline:
             raise AssertionError(f"hotsauce did not reach the fault point ({marker}) in {timeout}s")
         time.sleep(0.05)
