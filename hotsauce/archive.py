@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import posixpath
 import shutil
+import signal
 import subprocess
 import tarfile
 from collections.abc import Iterator
@@ -152,7 +153,10 @@ def extract(archive: Path, root: Path, emit: Emit, stage: str = "base") -> None:
             assert untar.stdin is not None
             untar.stdin.close()  # the decompressor holds the pipe now
             _feed(source, unpack, total, emit, stage)
-            _finish(unpack, command)
+            # A decompressor killed by SIGPIPE only says tar stopped reading: tar's status tells
+            # why (an error, or the end-of-archive marker before the padding after it).
+            if unpack.wait() != -signal.SIGPIPE:
+                _finish(unpack, command)
             _finish(untar, tar)
 
 
