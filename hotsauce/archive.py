@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import posixpath
 import shutil
+import signal
 import subprocess
 import tarfile
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from typing import IO
 from hotsauce import proc
 from hotsauce.errors import CommandFailed, ConfigError
 from hotsauce.events import Emit, Event
+from hotsauce.sizes import human_size
 
 _MAGIC: tuple[tuple[bytes, list[str]], ...] = (
     (b"\x28\xb5\x2f\xfd", ["zstd", "-dc", "-T0"]),
@@ -54,15 +56,43 @@ def _tar_stream(archive: Path) -> Iterator[IO[bytes]]:
         yield child.stdout
 
 
-def check_members(archive: Path, name: str) -> None:
-    """Refuse an archive with a member that would be written outside the root."""
+def check_members(archive: Path, name: str) -> int:
+    """Refuse an archive with a member that would be written outside the root.
+
+    Returns about how many bytes the members take once unpacked.
+    """
     symlinks: dict[str, str] = {}
+    unpacked = 0
     try:
         with _tar_stream(archive) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
                 _check_member(member, symlinks, name)
+                unpacked += _blocks(member.size if member.isreg() else 0)
     except tarfile.TarError as error:
         raise ConfigError(f"{name}: not a readable tar archive: {error}") from None
+    return unpacked
+
+
+_BLOCK = 4096
+
+
+def _blocks(size: int) -> int:
+    """Bytes a file takes on a 4 KiB-block filesystem; a folder or an inode takes one block."""
+    return max(1, -(-size // _BLOCK)) * _BLOCK
+
+
+def check_fits(unpacked: int, size: int, name: str) -> None:
+    """Refuse, before allocating, an image size the base cannot fit in.
+
+    The estimate of the filesystem's own share (inode tables, journal) is
+    kept low on purpose: this refuses only sizes that surely cannot work;
+    the rest shows as a clear error if the image fills up later.
+    """
+    overhead = size // 32 + (16 << 20)
+    if unpacked + overhead > size:
+        needed = int((unpacked + overhead) * 1.2)
+        raise ConfigError(f"--size {human_size(size)}: too small for the base: {name} unpacks to about "
+                          f"{human_size(unpacked)}; give at least {human_size(needed)}")
 
 
 def _check_member(member: tarfile.TarInfo, symlinks: dict[str, str], name: str) -> None:
@@ -123,7 +153,10 @@ def extract(archive: Path, root: Path, emit: Emit, stage: str = "base") -> None:
             assert untar.stdin is not None
             untar.stdin.close()  # the decompressor holds the pipe now
             _feed(source, unpack, total, emit, stage)
-            _finish(unpack, command)
+            # A decompressor killed by SIGPIPE only says tar stopped reading: tar's status tells
+            # why (an error, or the end-of-archive marker before the padding after it).
+            if unpack.wait() != -signal.SIGPIPE:
+                _finish(unpack, command)
             _finish(untar, tar)
 
 

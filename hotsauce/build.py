@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hotsauce import __version__, archive, disk, download, output
+from hotsauce import __version__, archive, disk, download, ledger, output
 from hotsauce.ansible_run import run_ansible_modules
 from hotsauce.base_debian import PlannedBase, plan_base, provide_debian_base
 from hotsauce.boot import boot_image_set
@@ -70,12 +70,18 @@ def build(config: BuildConfig, options: BuildOptions, emit: Emit = ignore) -> Bu
     cache = Cache(options.cache_dir or config.cache_dir or default_cache_dir(), enabled=options.use_cache)
     build_id = new_build_id()
     times = StageTimes()
-    with interruptible(), build_log(cache, build_id, emit) as (log_dir, emit), _work_folder(options) as work:
+    with (
+        interruptible(),
+        ledger.recording(),
+        build_log(cache, build_id, emit) as (log_dir, emit),
+        _work_folder(options) as work,
+    ):
         emit(Event("info", "config", f"build {build_id}; log: {log_dir / 'build.log'}", {"log_dir": str(log_dir)}))
         with stage(emit, "config", times):
+            warn_about_leftovers(emit)
             output.check_output_path(options.output, force=options.force)
             plan = make_plan(config, cache, emit)
-        base_archive = _fetch_base(config, cache, emit, times)
+        base_archive = _fetch_base(config, options, cache, work, emit, times)
         with output.staging_folder(options.output) as staging:
             manifest = _build_into(config, options, plan, base_archive, cache, log_dir, work, staging, build_id,
                                    emit, times)
@@ -104,17 +110,37 @@ def make_plan(config: BuildConfig, cache: Cache, emit: Emit) -> Plan:
     return Plan(tuple(modules), search.roles_path, tuple(collections_dirs))
 
 
+def warn_about_leftovers(emit: Emit) -> None:
+    for leftover in ledger.find_leftovers():
+        emit(Event("warning", "config", f"build {leftover.pid} ended without releasing "
+                   f"{len(leftover.holdings)} resources (its ledger: {leftover.ledger}); "
+                   "run `hotsauce cleanup` to release them"))
+
+
 @contextmanager
 def _work_folder(options: BuildOptions) -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="hotsauce-build-", dir=options.work_dir) as work:
-        yield Path(work)
+    work = Path(tempfile.mkdtemp(prefix="hotsauce-build-", dir=options.work_dir)).absolute()
+    with ledger.held(ledger.Kind.PATH, work):
+        try:
+            yield work
+        finally:
+            ledger.remove_tree(work)
 
 
-def _fetch_base(config: BuildConfig, cache: Cache, emit: Emit, times: StageTimes) -> Path | None:
+def _fetch_base(config: BuildConfig, options: BuildOptions, cache: Cache, work: Path, emit: Emit,
+                times: StageTimes) -> Path | None:
+    """The root archive, fetched and checked before a byte of the image is allocated."""
     if not isinstance(config.base, DownloadBase):
         return None
     with stage(emit, "download", times):
-        return download.fetch(config.base, cache, emit)
+        fetched = download.fetch(config.base, cache, emit)
+        name = f"download.from {config.base.url}"
+        if config.base.root_file:
+            fetched = archive.extract_member(fetched, config.base.root_file, work, name)
+            name = f"download.root_file {config.base.root_file}"
+        unpacked = archive.check_members(fetched, name)
+        archive.check_fits(unpacked, options.size, name)
+        return fetched
 
 
 def _build_into(config: BuildConfig, options: BuildOptions, plan: Plan, base_archive: Path | None,
@@ -174,11 +200,6 @@ def _fill_base(config: BuildConfig, root: Path, base_archive: Path | None, work:
         provide_debian_base(config.base, root, cache, emit, planned)
         return
     assert isinstance(config.base, DownloadBase) and base_archive is not None
-    name = f"download.from {config.base.url}"
-    if config.base.root_file:
-        base_archive = archive.extract_member(base_archive, config.base.root_file, work, name)
-        name = f"download.root_file {config.base.root_file}"
-    archive.check_members(base_archive, name)
     archive.extract(base_archive, root, emit)
 
 

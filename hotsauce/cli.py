@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "hotsauce.commands.upload",
     "hotsauce.commands.init",
     "hotsauce.commands.cache",
+    "hotsauce.commands.cleanup",
 )
 
 

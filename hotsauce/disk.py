@@ -16,9 +16,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from hotsauce import proc
+from hotsauce import ledger, proc
 from hotsauce.config import FsType
-from hotsauce.errors import CommandFailed, StageFailed
+from hotsauce.errors import CommandFailed, ConfigError, StageFailed
 from hotsauce.imageset import ROOT_LABEL
 
 SECTOR = 512
@@ -35,10 +35,14 @@ class Partition:
 
 def allocate(path: Path, size: int) -> None:
     """A sparse file of `size` bytes; it takes no space until written."""
-    if size < MINIMUM_SIZE:
-        raise StageFailed("disk", f"size {size} bytes is too small for a root filesystem (at least 64M)")
+    check_size(size)
     with path.open("xb") as image:
         image.truncate(size)
+
+
+def check_size(size: int) -> None:
+    if size < MINIMUM_SIZE:
+        raise ConfigError(f"--size: {size} bytes is too small for a root filesystem (at least 64M)")
 
 
 def write_partition_table(image: Path) -> Partition:
@@ -58,10 +62,11 @@ def attached(image: Path, partition: Partition) -> Iterator[Path]:
         "losetup", "--find", "--show", "--offset", str(partition.offset),
         "--sizelimit", str(partition.size), image,
     ]))
-    try:
-        yield device
-    finally:
-        _detach(device)
+    with ledger.held(ledger.Kind.LOOP, device, backing=image.absolute()):
+        try:
+            yield device
+        finally:
+            _detach(device)
 
 
 def _detach(device: Path) -> None:
@@ -91,11 +96,29 @@ def make_filesystem(device: Path, fs_type: FsType) -> None:
 def mounted(device: Path, mountpoint: Path) -> Iterator[Path]:
     """The filesystem on `device` mounted at `mountpoint`, unmounted on the way out."""
     mountpoint.mkdir(parents=True, exist_ok=True)
-    proc.run(["mount", device, mountpoint])
+    # Recorded before mounting: a build killed during `mount` still leaves a record.
+    with ledger.held(ledger.Kind.MOUNT, mountpoint.absolute()):
+        proc.run(["mount", device, mountpoint])
+        try:
+            yield mountpoint
+            flush(mountpoint)
+        finally:
+            _unmount(mountpoint)
+
+
+def flush(mountpoint: Path) -> None:
+    """Write everything back to the image, failing if any of it could not be.
+
+    Writes land in the page cache; a full work folder under the image file
+    only shows as a write-back error, which syncfs reports and umount does not.
+    """
     try:
-        yield mountpoint
-    finally:
-        _unmount(mountpoint)
+        proc.run(["sync", "--file-system", mountpoint])
+    except CommandFailed as error:
+        # Looked at now, while the image file still takes its space.
+        stats = os.statvfs(mountpoint.parent)
+        full = " (the folder holding the image is full)" if stats.f_bavail * stats.f_frsize < (1 << 20) else ""
+        raise StageFailed("finish", f"the image could not be written back{full}: {error}") from None
 
 
 def _unmount(mountpoint: Path) -> None:

@@ -15,6 +15,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from hotsauce import ledger
 from hotsauce.cache import Cache
 from hotsauce.config import DownloadBase
 from hotsauce.errors import ConfigError
@@ -44,12 +45,13 @@ def fetch(base: DownloadBase, cache: Cache, emit: Emit) -> Path:
         reason = "not in the cache" if not entry.exists() else "cached copy does not match sha256"
         emit(Event("info", STAGE, f"fetching {base.url} ({reason})", {"cached": False}))
         partial = Cache.temporary_name(entry)
-        try:
-            _download(base.url, partial, emit)
-            _verify(partial, base)
-            Cache.publish(partial, entry)
-        finally:
-            partial.unlink(missing_ok=True)
+        with ledger.held(ledger.Kind.PATH, partial):
+            try:
+                _download(base.url, partial, emit)
+                _verify(partial, base)
+                Cache.publish(partial, entry)
+            finally:
+                partial.unlink(missing_ok=True)
         return entry
 
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from hotsauce import proc
+from hotsauce import ledger, proc
 from hotsauce.config import ImageFormat
 from hotsauce.disk import Partition
 from hotsauce.errors import ConfigError
@@ -39,11 +39,12 @@ def staging_folder(output: Path) -> Iterator[Path]:
     """A folder beside `output` for the set; removed unless published."""
     output = output.absolute()
     staging = output.parent / f".{output.name}.partial-{os.getpid()}"
-    staging.mkdir(mode=0o755)
-    try:
-        yield staging
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with ledger.held(ledger.Kind.PATH, staging):
+        staging.mkdir(mode=0o755)
+        try:
+            yield staging
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def convert_root_image(disk: Path, partition: Partition, target: Path,
@@ -115,12 +116,13 @@ def publish(staging: Path, output: Path, *, compress: bool, force: bool) -> None
     output = output.absolute()
     if compress:
         partial = output.parent / f".{output.name}.partial-{os.getpid()}.tar.gz"
-        try:
-            _pack(staging, partial)
-            os.chmod(partial, SET_FILE_MODE)
-            _replace(partial, output, force)
-        finally:
-            partial.unlink(missing_ok=True)
+        with ledger.held(ledger.Kind.PATH, partial):
+            try:
+                _pack(staging, partial)
+                os.chmod(partial, SET_FILE_MODE)
+                _replace(partial, output, force)
+            finally:
+                partial.unlink(missing_ok=True)
         return
     _replace(staging, output, force)
 

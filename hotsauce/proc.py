@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from hotsauce import ledger
 from hotsauce.errors import CommandFailed
 
 # How long a child gets between SIGTERM and SIGKILL when we take it down.
@@ -58,10 +59,12 @@ def child_process(
         stderr=stderr,
         start_new_session=True,
     )
-    try:
-        yield process
-    finally:
-        stop_process_group(process)
+    # Recorded until the group is stopped, so a SIGKILL at any point leaves a record.
+    with ledger.held_process(process.pid):
+        try:
+            yield process
+        finally:
+            stop_process_group(process)
 
 
 def run(
@@ -88,11 +91,12 @@ def run(
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
-    try:
-        out, err = process.communicate(input_bytes)
-    except BaseException:
-        stop_process_group(process)
-        raise
+    with ledger.held_process(process.pid):
+        try:
+            out, err = process.communicate(input_bytes)
+        except BaseException:
+            stop_process_group(process)
+            raise
     result = subprocess.CompletedProcess(args, process.returncode, out, err)
     if check and process.returncode != 0:
         raise CommandFailed(args, process.returncode, err.decode(errors="replace"))

@@ -17,6 +17,8 @@ from hotsauce.config import DebianBase
 from hotsauce.events import Event
 from tests.leaks import held_resources
 
+pytest_plugins = ["tests.faults.plugin"]
+
 TEST_ROOTFS_ENV = "HOTSAUCE_TEST_ROOTFS"  # a developer may point this at a root tarball made earlier
 TEST_CACHE_ENV = "HOTSAUCE_TEST_CACHE"  # ... and this at a cache folder kept between runs
 

@@ -1,0 +1,163 @@
+"""A build that fails, is interrupted or runs out of space at any stage leaves the host as it was.
+
+Faults are real: a host tool replaced on PATH by one that fails or hangs, a
+Python module that raises or hangs, a tmpfs too small for the work folder or
+the output. After each: a non-zero exit, one line naming the stage, and no
+loop device, mount, temporary file, child process, ledger or output left.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.faults.checks import assert_nothing_left, leftovers_under
+from tests.faults.plugin import record_outcome
+from tests.faults.projects import tiny_root_tarball, write_project
+from tests.faults.running import hotsauce_env, run_and_signal
+from tests.faults.shims import path_with, shim_folder, started_marker
+from tests.images import run_hotsauce
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass(frozen=True)
+class FaultPoint:
+    label: str  # the row of the outcome table
+    stage: str  # the stage the one-line reason must name
+    tool: str | None  # the host tool shimmed there; None: a Python module ('boom' or 'sleepy')
+
+
+POINTS = [
+    FaultPoint("allocation: partition", "disk", "sfdisk"),
+    FaultPoint("allocation: attach", "disk", "losetup"),
+    FaultPoint("formatting", "format", "mkfs.ext4"),
+    FaultPoint("mounting", "format", "mount"),
+    FaultPoint("base", "base", "tar"),
+    FaultPoint("modules: python", "modules", None),
+    FaultPoint("output: convert", "convert", "qemu-img"),
+    FaultPoint("compression", "publish", "pigz"),
+]
+FAULTS = {"failure": None, "SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM}
+
+
+@dataclass(frozen=True)
+class Scene:
+    scratch: Path
+    project: Path
+    work: Path
+    output: Path
+    run_dir: Path
+    cache: Path
+
+    def build_args(self, *extra: str) -> list[str | Path]:
+        return ["build", "-s", "128M", "-o", self.output, "--work-dir", self.work, "--cache-dir", self.cache, *extra]
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {"HOTSAUCE_RUN_DIR": str(self.run_dir), **extra}
+
+
+def make_scene(tmp_path: Path, modules: list[str]) -> Scene:
+    tarball = tiny_root_tarball(tmp_path / "tiny-root.tar")
+    scene = Scene(
+        tmp_path,
+        write_project(tmp_path / "project", tarball, modules),
+        tmp_path / "work",
+        tmp_path / "out" / "set.tar.gz",
+        tmp_path / "run",
+        tmp_path / "cache",
+    )
+    for folder in (scene.work, scene.output.parent, scene.run_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    return scene
+
+
+def checked(
+    scene: Scene,
+    result: subprocess.CompletedProcess[str],
+    fault: str,
+    row: str,
+    held_before: frozenset[str] = frozenset(),
+) -> str:
+    """Run the after-fault checks, putting the outcome in the suite's table either way."""
+    try:
+        reason = assert_nothing_left(
+            result,
+            scratch=scene.scratch,
+            work=scene.work,
+            output=scene.output,
+            run_dir=scene.run_dir,
+            held_before=held_before,
+        )
+    except AssertionError:
+        record_outcome(fault, row, f"exit {result.returncode}, NOT CLEAN")
+        raise
+    record_outcome(fault, row, f"exit {result.returncode}, clean")
+    return reason
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+@pytest.mark.parametrize("point", POINTS, ids=[p.label for p in POINTS])
+def test_a_fault_at_any_stage_exits_non_zero_with_one_line_and_leaves_nothing(
+    tmp_path: Path, point: FaultPoint, fault: str
+) -> None:
+    sig = FAULTS[fault]
+    if point.tool is None:
+        scene = make_scene(tmp_path, ["boom" if sig is None else "sleepy"])
+        marker, env = tmp_path / "module.started", scene.env()
+    else:
+        scene = make_scene(tmp_path, [])
+        shims = shim_folder(tmp_path / "shims", point.tool, "fail" if sig is None else "hang")
+        marker, env = started_marker(shims, point.tool), scene.env(PATH=path_with(shims))
+    env["HOTSAUCE_TEST_MARKER"] = str(marker)
+    args = scene.build_args("-x")
+    if sig is None:
+        result = run_hotsauce(*args, cwd=scene.project, env=env, timeout=300)
+    else:
+        result = run_and_signal(args, cwd=scene.project, env=hotsauce_env(env), marker=marker, sig=sig)
+    reason = checked(scene, result, fault, point.label)
+    if sig is None:
+        assert reason.startswith(f"hotsauce: {point.stage}: ") or "module 'boom' failed" in reason, reason
+        assert result.returncode == 1
+    else:
+        assert reason == f"hotsauce: {point.stage}: interrupted by {sig.name}; everything held was released"
+        assert result.returncode == 130
+
+
+@contextmanager
+def small_tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", folder], check=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", folder], check=True)
+
+
+def test_a_full_output_folder_fails_the_build_saying_so(tmp_path: Path) -> None:
+    scene = make_scene(tmp_path, ["fill"])
+    with small_tmpfs(scene.output.parent, "8M"):
+        held_before = frozenset(leftovers_under(tmp_path))
+        result = run_hotsauce(
+            *scene.build_args(), cwd=scene.project, env=scene.env(HOTSAUCE_TEST_FILL_MB="24"), timeout=300
+        )
+        reason = checked(scene, result, "ENOSPC", "output: convert", held_before)
+    assert reason.startswith("hotsauce: convert: ")
+    assert f"the output folder {scene.output.parent} is full" in reason
+
+
+def test_a_full_work_folder_fails_the_build_saying_so(tmp_path: Path) -> None:
+    scene = make_scene(tmp_path, ["fill"])
+    with small_tmpfs(scene.work, "48M"):
+        held_before = frozenset(leftovers_under(tmp_path))
+        result = run_hotsauce(
+            *scene.build_args(), cwd=scene.project, env=scene.env(HOTSAUCE_TEST_FILL_MB="80"), timeout=300
+        )
+        reason = checked(scene, result, "ENOSPC", "modules: python", held_before)
+    assert f"the work folder {scene.work} is full" in reason or "the folder holding the image is full" in reason
