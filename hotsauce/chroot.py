@@ -17,6 +17,7 @@ from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
 from hotsauce.errors import StageFailed
+from hotsauce.ledger import Kind, held
 from hotsauce.proc import run
 
 # Exit status 101 tells invoke-rc.d (and deb-systemd-invoke) "action forbidden".
@@ -69,11 +70,12 @@ def mounted(root: Path, relative: str, mount_args: list[str]) -> Iterator[None]:
     if created:
         target.mkdir(mode=0o755)
     try:
-        run(["mount", *mount_args, target])
-        try:
-            yield
-        finally:
-            run(["umount", target])
+        with held(Kind.MOUNT, target):  # so `hotsauce cleanup` finds it after a SIGKILL
+            run(["mount", *mount_args, target])
+            try:
+                yield
+            finally:
+                run(["umount", target])
     finally:
         if created:
             target.rmdir()

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hotsauce.errors import ModuleFailed
+from hotsauce.errors import Interrupted, ModuleFailed
 from hotsauce.modules import ResolvedModule
 
 
@@ -24,6 +24,8 @@ def run_python_module(module: ResolvedModule, root: Path, cfg: Mapping[str, Any]
     modify = _load_modify(module)
     try:
         modify(module.name, str(root), copy.deepcopy(dict(cfg)))
+    except Interrupted:
+        raise  # SIGTERM while the module ran: not the module's failure
     except Exception as error:
         raise ModuleFailed(module.name, _describe(error, module.path)) from error
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from hotsauce.build import build
 from hotsauce.config import DEFAULT_CONFIG_NAME, BuildOptions, FsType, ImageFormat, load_config
 from hotsauce.disk import check_size
-from hotsauce.errors import ConfigError, HotsauceError, Interrupted, ModuleFailed
+from hotsauce.errors import ConfigError, HotsauceError, ModuleFailed
 from hotsauce.events import Emit, Event
 from hotsauce.progress import TerminalReporter
 from hotsauce.sizes import human_size, parse_size
@@ -130,8 +130,6 @@ def located(error: HotsauceError | OSError, tracker: StageTracker, options: Buil
     """The error as one line that says in which stage it happened and, for a full disk, which disk."""
     if isinstance(error, ConfigError):
         return error
-    if isinstance(error, ModuleFailed) and isinstance(error.__cause__, Interrupted):
-        error = error.__cause__  # a signal that arrived while a Python module ran
     stage = tracker.stage
     message = str(error) if isinstance(error, HotsauceError) else _describe_os_error(error)
     if hint := _space_hint(error, message, tracker, options):
