@@ -21,6 +21,7 @@ from hotsauce.imageset import ChecksumMismatch, Manifest
 from hotsauce.upload import NameTaken, UploadFailed, set_image_names, upload_image_set
 from tests.glance_server import GlanceServer, running_glance
 from tests.image_set_sample import make_image_set, pack_image_set
+from tests.images import run_hotsauce
 
 CLOUD = "hotsauce-test-glance"
 
@@ -326,3 +327,26 @@ def test_property_owned_by_glance_or_hotsauce_is_refused_before_reading_the_set(
 def test_raw_disk_format_for_a_qcow2_set_is_refused_before_connecting(sample_set: Path) -> None:
     with pytest.raises(ConfigError, match="qcow2"):
         upload_image_set(sample_set, name="x", disk_format="raw", cloud="no-such-cloud")
+
+
+@pytest.mark.integration
+@pytest.mark.glance
+def test_build_with_upload_sends_the_set_it_built(
+    cloud: str, glance_api: Any, debian_rootfs_tarball: Path, tmp_path: Path
+) -> None:
+    """`hotsauce build --upload`: a real Debian set built by the test, uploaded linked and intact."""
+    (tmp_path / "build.yaml").write_text("base:\n  debian: {}\nmodules: [build_info]\n")
+    name = unique_name()
+    result = run_hotsauce("build", "-s", "2G", "-o", "out", "--upload", "--name", name, "--os-cloud", cloud,
+                          "--property", "team=sauce", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    by_name = {image.name: image for image in images_of_set(glance_api, name)}
+    assert set(by_name) == {name, f"{name}-kernel", f"{name}-ramdisk"}
+    machine = stored(glance_api, by_name[name].id)
+    assert machine["kernel_id"] == by_name[f"{name}-kernel"].id
+    assert machine["ramdisk_id"] == by_name[f"{name}-ramdisk"].id
+    assert machine["os_distro"] == "debian" and machine["team"] == "sauce"
+    manifest = Manifest.read(tmp_path / "out")
+    for image_name, file_name in ((name, manifest.root), (f"{name}-kernel", manifest.kernel),
+                                  (f"{name}-ramdisk", manifest.ramdisk)):
+        assert downloaded(glance_api, by_name[image_name].id) == (tmp_path / "out" / str(file_name)).read_bytes()

@@ -7,14 +7,18 @@ import errno
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from hotsauce.build import build
+from hotsauce.commands.upload import UploadReporter, add_upload_arguments, upload_arguments
 from hotsauce.config import DEFAULT_CONFIG_NAME, BuildOptions, FsType, ImageFormat, load_config
 from hotsauce.disk import check_size
 from hotsauce.errors import ConfigError, HotsauceError, ModuleFailed
 from hotsauce.events import Emit, Event
 from hotsauce.progress import TerminalReporter
+from hotsauce.signals import interruptible
 from hotsauce.sizes import human_size, parse_size
+from hotsauce.upload import upload_image_set
 
 NO_SPACE = "No space left on device"
 # Below this much free space a folder counts as full (filesystems keep a little back).
@@ -45,6 +49,9 @@ def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="cache folder (default: cache_dir in build.yaml, $HOTSAUCE_CACHE, ~/.cache/hotsauce)")
     parser.add_argument("--work-dir", type=Path, default=None, help="where temporary files go (default: $TMPDIR)")
+    parser.add_argument("--upload", action="store_true",
+                        help="after the build, upload the set to OpenStack Glance (see `hotsauce upload --help`)")
+    add_upload_arguments(parser, name_required=False)
     parser.add_argument("--boot-check", action="store_true",
                         help="boot the finished set in QEMU before writing -o; fail the build if it does not come up")
     parser.add_argument("--check", dest="checks", action="append", default=[], metavar="CMD",
@@ -114,6 +121,7 @@ class StageTracker:
 def run_build(args: argparse.Namespace) -> int:
     options = options_from(args)
     config = load_config(config_path(args))
+    upload = _upload_request(args)
     folders = {"the work folder": (options.work_dir or Path(tempfile.gettempdir())).absolute(),
                "the output folder": options.output.absolute().parent}
     tracker = StageTracker(TerminalReporter(), folders)
@@ -123,7 +131,23 @@ def run_build(args: argparse.Namespace) -> int:
         if args.debug:
             raise
         raise located(error, tracker, options) from error
+    if upload is not None:
+        with interruptible():
+            result = upload_image_set(options.output, **upload, emit=UploadReporter())
+        print(f"uploaded: kernel {result.kernel_id or '-'}, ramdisk {result.ramdisk_id or '-'}, "
+              f"image {result.image_id}")
     return 0
+
+
+def _upload_request(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The upload that follows the build, checked before the build starts."""
+    if not args.upload:
+        if args.name or args.properties or args.tags or args.replace:
+            raise ConfigError("--name, --property, --tag and --replace go with --upload")
+        return None
+    if not args.name:
+        raise ConfigError("--upload: needs --name, the image's name in Glance")
+    return upload_arguments(args)
 
 
 def located(error: HotsauceError | OSError, tracker: StageTracker, options: BuildOptions) -> HotsauceError:
