@@ -90,6 +90,10 @@ def replaced_file(root: Path, relative: str, content: str, mode: int) -> Iterato
     on purpose (a package shipping its own), that version is kept.
     """
     path = inside(root, relative)
+    if not path.parent.is_dir():
+        # A root without the folder (a minimal one) has nothing that would read the file.
+        yield
+        return
     saved = path.with_name(path.name + SAVED_SUFFIX)
     had_own = path.is_symlink() or path.exists()
     if had_own:

@@ -161,3 +161,50 @@ def test_a_full_work_folder_fails_the_build_saying_so(tmp_path: Path) -> None:
         )
         reason = checked(scene, result, "ENOSPC", "modules: python", held_before)
     assert f"the work folder {scene.work} is full" in reason or "the folder holding the image is full" in reason
+
+
+ANSIBLE_FAULT_ROLES = {
+    "failing": "- name: This task fails on purpose\n  ansible.builtin.fail:\n    msg: injected failure in a role\n",
+    "hanging": (
+        "- name: A long task the build is interrupted in\n"
+        "  ansible.builtin.shell: touch /tmp/hotsauce-role-started && exec sleep 300\n"
+    ),
+}
+
+
+def processes_rooted_under(folder: Path) -> list[str]:
+    """Live processes whose root directory is below `folder` (a chroot into the image)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if str(Path(entry / "root").resolve()).startswith(str(folder)):
+                    found.append(entry.name)
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_a_fault_in_an_ansible_role_exits_non_zero_and_leaves_nothing(
+    tmp_path: Path, fault: str, debian_rootfs_tarball: Path
+) -> None:
+    sig = FAULTS[fault]
+    role = "failing" if sig is None else "hanging"
+    scene = make_scene(tmp_path, [])
+    write_project(scene.project, debian_rootfs_tarball, [role])
+    tasks = scene.project / "roles" / role / "tasks"
+    tasks.mkdir(parents=True)
+    (tasks / "main.yml").write_text(ANSIBLE_FAULT_ROLES[role])
+    args: list[str | Path] = ["build", "-s", "2G", "-o", scene.output, "--work-dir", scene.work, "--no-cache"]
+    if sig is None:
+        result = run_hotsauce(*args, cwd=scene.project, env=scene.env(), timeout=300)
+    else:
+        marker = scene.work / "*" / "root" / "tmp" / "hotsauce-role-started"
+        result = run_and_signal(args, cwd=scene.project, env=hotsauce_env(scene.env()), marker=marker, sig=sig)
+    reason = checked(scene, result, fault, "modules: ansible")
+    assert processes_rooted_under(scene.scratch) == []
+    if sig is None:
+        assert "module 'failing' failed: task 'This task fails on purpose'" in reason, reason
+    else:
+        assert reason == f"hotsauce: modules: interrupted by {sig.name}; everything held was released"

@@ -1,8 +1,8 @@
 """A build changes nothing on the host outside its output, its cache and its temp folder.
 
-A full build from the Debian root, with Python modules (and, once the Ansible
-work lands, roles), one of which tries to write through a symlink planted in
-the image that points at a file on the host. The host's /etc, /root and
+A full build from the Debian root, with Python modules and roles (one
+installing a package from the mirror), one of which tries to write through a
+symlink planted in the image that points at a file on the host. The host's /etc, /root and
 /usr/local digest the same before and after.
 """
 
@@ -23,8 +23,8 @@ WATCHED = (Path("/etc"), Path("/root"), Path("/usr/local"))
 # Written to by tools on a shared development machine whatever hotsauce does
 # (pip, npm and the session tooling); a build's own cache goes to the test's folder.
 VOLATILE = tuple(Path("/root") / name for name in (".cache", ".claude", ".npm", ".m2", ".cargo", ".rustup", ".pyenv"))
-# Modules the build runs; add a role here (one line) once roles can run.
-MODULES = ("escape_through_symlink", "stamp")
+# Modules the build runs: Python modules and built-in roles.
+MODULES = ("escape_through_symlink", "add_user", "stamp", "install_packages")
 
 ESCAPE_MODULE = """
 import os
@@ -79,7 +79,8 @@ def test_a_full_build_leaves_the_hosts_etc_root_and_usr_local_as_they_were(
     (project / "python_modules" / "escape_through_symlink.py").write_text(ESCAPE_MODULE)
     (project / "python_modules" / "stamp.py").write_text(STAMP_MODULE)
     modules = "".join(f"  - {name}\n" for name in MODULES)
-    (project / "build.yaml").write_text(f"download:\n  from: {debian_rootfs_tarball}\nmodules:\n{modules}")
+    (project / "build.yaml").write_text(f"download:\n  from: {debian_rootfs_tarball}\nmodules:\n{modules}"
+                                        "add_users: [alice]\npackages: [less]\n")
     canary = tmp_path / "host-canary"
     canary.write_text("untouched\n")
     before = host_digest()

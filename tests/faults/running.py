@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import signal
 import subprocess
@@ -49,7 +50,7 @@ def start_in_background(args: list[str | Path], *, cwd: Path, env: dict[str, str
 
 def wait_for(marker: Path, process: subprocess.Popen[str], timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while not marker.exists():
+    while not glob.glob(str(marker)):  # the marker may be a pattern: inside a root of unknown name
         if process.poll() is not None:
             raise AssertionError(f"hotsauce ended (status {process.returncode}) before reaching the fault point")
         if time.monotonic() > deadline:
