@@ -89,7 +89,7 @@ def build(config: BuildConfig, options: BuildOptions, emit: Emit = ignore) -> Bu
                 with stage(emit, "boot-check", times):
                     _boot_check(staging, options.boot_checks, emit)
             with stage(emit, "publish", times):
-                output.publish(staging, options.output, compress=options.compress, force=options.force)
+                output.publish(staging, options.output, compress=options.compress, force=options.force, emit=emit)
         emit(Event("finished", "publish", str(options.output), {"seconds": times.seconds}))
     return BuildResult(options.output.absolute(), build_id, manifest, times)
 

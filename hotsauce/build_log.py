@@ -28,7 +28,9 @@ def build_log(cache: Cache, build_id: str, emit: Emit) -> Iterator[tuple[Path, E
     folder.mkdir(mode=0o700)  # module output may carry what a build.yaml holds
     _prune(folder.parent)
     started = time.monotonic()
-    with (folder / "build.log").open("w") as log:
+    log_path = folder / "build.log"
+    log_path.touch(mode=0o600)
+    with log_path.open("w") as log:
 
         def logged(event: Event) -> None:
             if event.kind != "progress":
