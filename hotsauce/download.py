@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
-import shutil
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -79,9 +78,3 @@ def _download(url: str, target: Path, emit: Emit) -> None:
 def _verify(path: Path, base: DownloadBase) -> None:
     if base.sha256 is not None and sha256_of(path) != base.sha256:
         raise ConfigError(f"download.sha256: {base.url} does not match the sha256 given")
-
-
-def copy_into(path: Path, folder: Path) -> Path:
-    target = folder / path.name
-    shutil.copyfile(path, target)
-    return target

@@ -13,8 +13,6 @@ never makes hotsauce write or delete a file of the build host.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from hotsauce import rootpath
@@ -76,8 +74,8 @@ def set_identity(root: Path, hostname: str) -> None:
     """Before modules run: the image's own name, DHCP on its first interface, a serial console.
 
     The build host's /etc/hostname and /etc/resolv.conf, which bootstrapping
-    copies in, are replaced; modules that need name resolution run inside
-    `host_resolver(root)`.
+    copies in, are replaced; while modules run, hotsauce.chroot.build_chroot
+    lends them the host's resolver.
     """
     rootpath.write_file(root, "/etc/hostname", f"{hostname}\n")
     rootpath.write_file(root, "/etc/hosts", hosts_file(hostname))
@@ -92,27 +90,6 @@ def scrub_image(root: Path) -> None:
     _remove_ssh_host_keys(root)
     _empty_apt_state(root)
     _drop_host_resolver(root, leave_placeholder=False)
-
-
-@contextmanager
-def host_resolver(root: Path) -> Iterator[None]:
-    """The build host's resolver inside the image while modules install packages.
-
-    The image's own resolver setting (a symlink, say) is put back afterwards.
-    """
-    conf = rootpath.parent_inside(root, "/etc/resolv.conf")
-    saved = conf.with_name(".resolv.conf.hotsauce-saved")
-    had_own = conf.is_symlink() or conf.exists()
-    if had_own:
-        conf.rename(saved)
-    try:
-        shutil.copyfile(HOST_RESOLV_CONF, conf)
-        yield
-    finally:
-        if conf.is_symlink() or conf.exists():
-            conf.unlink()
-        if had_own:
-            saved.rename(conf)
 
 
 # --- set_identity's parts ---------------------------------------------------

@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import os
 import tarfile
-from datetime import UTC, datetime
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from hotsauce import __version__
 from hotsauce.imageset import (
     KERNEL_NAME,
-    LIBVIRT_NAME,
     RAMDISK_NAME,
     ROOT_LABEL,
     Manifest,
     root_image_name,
-    write_checksum,
 )
 from hotsauce.proc import run
+from tests.image_sets import write_description
 
 ROOT_FS_BYTES = 8 << 20
 
@@ -37,24 +34,7 @@ def make_image_set(folder: Path, build_id: str = "sample-0001") -> Manifest:
     # Random bytes make each stand-in distinct, so a swapped link would show.
     (folder / KERNEL_NAME).write_bytes(b"hotsauce test kernel\n" + os.urandom(96 << 10))
     (folder / RAMDISK_NAME).write_bytes(b"hotsauce test ramdisk\n" + os.urandom(160 << 10))
-    (folder / LIBVIRT_NAME).write_text("<domain type='qemu'><name>sample</name></domain>\n")
-    manifest = Manifest(
-        build_id=build_id,
-        root=root_name,
-        image_format="qcow2",
-        fs_type="ext4",
-        partitioned=False,
-        kernel=KERNEL_NAME,
-        ramdisk=RAMDISK_NAME,
-        kernel_cmdline=f"root=LABEL={ROOT_LABEL} console=ttyS0",
-        os_distro="debian",
-        os_version="12",
-        hotsauce_version=__version__,
-        created=datetime.now(UTC).isoformat(timespec="seconds"),
-    )
-    manifest.write(folder)
-    for name in manifest.files():
-        write_checksum(folder / name)
+    manifest = write_description(folder, root_name, build_id, f"root=LABEL={ROOT_LABEL} console=ttyS0")
     return manifest
 
 

@@ -64,16 +64,24 @@ def make_image_set(
     raw.unlink()
     (folder / KERNEL_NAME).write_bytes(_only(tree, "vmlinuz-*").read_bytes())
     (folder / RAMDISK_NAME).write_bytes(_only(tree, "initrd.img-*").read_bytes())
+    write_description(folder, root.name, datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ"),
+                      f"root=LABEL={ROOT_LABEL} ro")
+    return folder
+
+
+def write_description(folder: Path, root_name: str, build_id: str, kernel_cmdline: str) -> Manifest:
+    """The rest of a hand-made set around its root, kernel and ramdisk: a placeholder
+    libvirt.xml, the manifest, and a checksum per file, as `hotsauce build` writes them."""
     (folder / LIBVIRT_NAME).write_text("<domain type='qemu'><!-- placeholder --></domain>\n")
     manifest = Manifest(
-        build_id=datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ"),
-        root=root.name,
+        build_id=build_id,
+        root=root_name,
         image_format="qcow2",
         fs_type="ext4",
         partitioned=False,
         kernel=KERNEL_NAME,
         ramdisk=RAMDISK_NAME,
-        kernel_cmdline=f"root=LABEL={ROOT_LABEL} ro",
+        kernel_cmdline=kernel_cmdline,
         os_distro="debian",
         os_version="12",
         hotsauce_version=__version__,
@@ -82,4 +90,4 @@ def make_image_set(
     manifest.write(folder)
     for name in manifest.files():
         write_checksum(folder / name)
-    return folder
+    return manifest

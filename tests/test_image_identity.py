@@ -110,13 +110,6 @@ def test_scrub_image_keeps_a_resolver_the_image_chose(root: Path) -> None:
     assert (root / "etc/resolv.conf").is_symlink()
 
 
-def test_host_resolver_lends_the_hosts_resolver_only_while_modules_run(root: Path) -> None:
-    set_identity(root, "web1")
-    with image_identity.host_resolver(root):
-        assert (root / "etc/resolv.conf").read_bytes() == HOST_RESOLV_CONF.read_bytes()
-    assert (root / "etc/resolv.conf").read_text() == ""
-
-
 def test_planted_symlinks_to_outside_paths_are_not_followed_out_of_the_root(
     root: Path, tmp_path: Path
 ) -> None:
