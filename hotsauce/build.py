@@ -159,7 +159,7 @@ def _build_into(config: BuildConfig, options: BuildOptions, plan: Plan, base_arc
                 layers, done = _fill_root(config, cache, root, base_archive, work, runs, emit)
             with stage(emit, "modules", times):
                 run_modules(runs[done:], root, variables_for(config), plan, log_dir, emit,
-                            after_run=lambda index: layers and layers.store(done + index, root))
+                            after_run=_storing(layers, done, root))
             with stage(emit, "finish", times):
                 os_release = _finish_root(config, root, staging)
                 disk.trim(root)
@@ -186,6 +186,16 @@ def _fill_root(config: BuildConfig, cache: Cache, root: Path, base_archive: Path
     _fill_base(config, root, base_archive, work, cache, emit, planned)
     _prepare_root(config, root)
     return layers, 0
+
+
+def _storing(layers: ModuleLayers | None, done: int, root: Path) -> Callable[[int], None]:
+    """What to do after each module run: keep its result in the cache, when there is one."""
+
+    def store(index: int) -> None:
+        if layers is not None:
+            layers.store(done + index, root)
+
+    return store
 
 
 def _archive_identity(config: BuildConfig, base_archive: Path | None) -> str:
@@ -217,7 +227,7 @@ def variables_for(config: BuildConfig) -> dict[str, Any]:
 
 
 def run_modules(runs: Sequence[Sequence[ResolvedModule]], root: Path, cfg: Mapping[str, Any], plan: Plan,
-                log_dir: Path, emit: Emit, after_run: Callable[[int], object] = lambda index: None) -> None:
+                log_dir: Path, emit: Emit, after_run: Callable[[int], None] = lambda index: None) -> None:
     """Each run in order, in the build chroot: a Python module alone, or consecutive Ansible modules
     together. The chroot is left between runs so `after_run` sees the root as the image will have it."""
     for index, run in enumerate(runs):

@@ -176,9 +176,10 @@ def _role_variables(role: Path) -> set[str]:
     for defaults in (role / "defaults" / "main.yml", role / "defaults" / "main.yaml"):
         names.update(_yaml_keys(defaults))
     for specs in (role / "meta" / "argument_specs.yml", role / "meta" / "argument_specs.yaml"):
-        data = _yaml_mapping(specs)
-        for entry in (data.get("argument_specs") or {}).values():
-            names.update((entry or {}).get("options", {}) or {})
+        specs_by_entry = _yaml_mapping(specs).get("argument_specs") or {}
+        if isinstance(specs_by_entry, dict):
+            for entry in specs_by_entry.values():
+                names.update((entry or {}).get("options", {}) or {})
     return names
 
 

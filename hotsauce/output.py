@@ -18,7 +18,7 @@ from xml.sax.saxutils import escape
 from hotsauce import ledger, proc
 from hotsauce.config import ImageFormat
 from hotsauce.disk import Partition
-from hotsauce.errors import ConfigError
+from hotsauce.errors import CommandFailed, ConfigError
 from hotsauce.events import Emit, Event, ignore
 from hotsauce.imageset import LIBVIRT_NAME, Manifest, write_checksum
 
@@ -179,4 +179,4 @@ def _expect_success(child: subprocess.Popen[bytes], name: str) -> None:
     status = child.wait()
     if status != 0:
         stderr = child.stderr.read().decode(errors="replace") if child.stderr else ""
-        raise proc.CommandFailed([name], status, stderr)
+        raise CommandFailed([name], status, stderr)

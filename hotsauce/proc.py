@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import IO
 
 from hotsauce import ledger
 from hotsauce.errors import CommandFailed
@@ -45,9 +46,9 @@ def child_process(
     *,
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
-    stdin: int | None = subprocess.DEVNULL,
-    stdout: int | None = None,
-    stderr: int | None = None,
+    stdin: int | IO[bytes] | None = subprocess.DEVNULL,
+    stdout: int | IO[bytes] | None = None,
+    stderr: int | IO[bytes] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A long-running child (QEMU, gunicorn, a compressor) stopped on the way out."""
     process = subprocess.Popen(
