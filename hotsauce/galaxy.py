@@ -107,22 +107,10 @@ def install_into(
         (partial / "collections").mkdir()
         with tempfile.TemporaryDirectory(prefix="hotsauce-galaxy-") as home:
             env = galaxy_environment(Path(home))
-            if spec["roles"]:
-                emit(Event("info", STAGE, f"installing the roles of {requirements}"))
-                galaxy(
-                    ["role", "install", "-r", requirements, "-p", partial / "roles"],
-                    requirements,
-                    env,
-                    "role",
-                )
-            if spec["collections"]:
-                emit(Event("info", STAGE, f"installing the collections of {requirements}"))
-                galaxy(
-                    ["collection", "install", "-r", requirements, "-p", partial / "collections"],
-                    requirements,
-                    env,
-                    "collection",
-                )
+            for kind in ("role", "collection"):
+                if spec[f"{kind}s"]:
+                    emit(Event("info", STAGE, f"installing the {kind}s of {requirements}"))
+                    galaxy([kind, "install", "-r", requirements, "-p", partial / f"{kind}s"], requirements, env, kind)
         Cache.publish(partial, entry)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
