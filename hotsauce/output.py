@@ -6,6 +6,7 @@ the final rename is atomic); `-o` appears only when the set is complete.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -156,8 +157,9 @@ def _pack(folder: Path, archive: Path, emit: Emit) -> None:
     ) as tar:
         assert gzip.stdin is not None and tar.stdout is not None
         _copy_with_progress(tar.stdout, gzip.stdin, total, emit)
-        _expect_success(tar, "tar")
+        # The compressor first: when it fails, tar only died of the broken pipe.
         _expect_success(gzip, compressor[0])
+        _expect_success(tar, "tar")
 
 
 def _copy_with_progress(source: IO[bytes], target: IO[bytes], total: int, emit: Emit) -> None:
@@ -172,7 +174,9 @@ def _copy_with_progress(source: IO[bytes], target: IO[bytes], total: int, emit: 
     except BrokenPipeError:
         pass  # the compressor failed; its status and stderr say why
     finally:
-        target.close()
+        with contextlib.suppress(BrokenPipeError):
+            target.close()
+        source.close()  # a tar still writing gets EPIPE instead of waiting for a reader forever
 
 
 def _expect_success(child: subprocess.Popen[bytes], name: str) -> None:
