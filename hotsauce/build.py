@@ -28,8 +28,8 @@ from hotsauce.config import BuildConfig, BuildOptions, DebianBase, DownloadBase,
 from hotsauce.events import Emit, Event, StageTimes, ignore, stage
 from hotsauce.galaxy import install_requirements
 from hotsauce.image_identity import scrub_image, set_identity
-from hotsauce.imageset import ROOT_LABEL, Manifest, root_image_name, sha256_of
-from hotsauce.module_cache import ModuleLayers, layers_for
+from hotsauce.imageset import ROOT_LABEL, Manifest, root_image_name
+from hotsauce.module_cache import ModuleLayers, file_digest, layers_for
 from hotsauce.modules import (
     ResolvedModule,
     module_search,
@@ -81,22 +81,23 @@ def build(config: BuildConfig, options: BuildOptions, emit: Emit = ignore) -> Bu
             warn_about_leftovers(emit)
             output.check_output_path(options.output, force=options.force)
             plan = make_plan(config, cache, emit)
-        base_archive = _fetch_base(config, options, cache, work, emit, times)
+        fetched = _fetch_base(config, options, cache, work, emit, times)
         with output.staging_folder(options.output) as staging:
-            manifest = _build_into(config, options, plan, base_archive, cache, log_dir, work, staging, build_id,
+            manifest = _build_into(config, options, plan, fetched, cache, log_dir, work, staging, build_id,
                                    emit, times)
             if options.boot_checks is not None:
                 with stage(emit, "boot-check", times):
-                    _boot_check(staging, options.boot_checks, emit)
+                    _boot_check(staging, options.boot_checks, log_dir / "boot", emit)
             with stage(emit, "publish", times):
                 output.publish(staging, options.output, compress=options.compress, force=options.force, emit=emit)
         emit(Event("finished", "publish", str(options.output), {"seconds": times.seconds}))
     return BuildResult(options.output.absolute(), build_id, manifest, times)
 
 
-def _boot_check(staging: Path, checks: Sequence[str], emit: Emit) -> None:
-    """Boot the finished set before it is published: a set that does not boot is no output."""
-    boot_image_set(staging, checks=checks, emit=emit).raise_for_failure()
+def _boot_check(staging: Path, checks: Sequence[str], log_dir: Path, emit: Emit) -> None:
+    """Boot the finished set before it is published: a set that does not boot is no output.
+    The serial log stays with the build's log."""
+    boot_image_set(staging, checks=checks, log_dir=log_dir, emit=emit).raise_for_failure()
 
 
 def make_plan(config: BuildConfig, cache: Cache, emit: Emit) -> Plan:
@@ -127,23 +128,31 @@ def _work_folder(options: BuildOptions) -> Iterator[Path]:
             ledger.remove_tree(work)
 
 
+@dataclass(frozen=True)
+class FetchedBase:
+    archive: Path  # the root archive to unpack
+    identity: str  # what the download holds, for the module cache's key
+
+
 def _fetch_base(config: BuildConfig, options: BuildOptions, cache: Cache, work: Path, emit: Emit,
-                times: StageTimes) -> Path | None:
+                times: StageTimes) -> FetchedBase | None:
     """The root archive, fetched and checked before a byte of the image is allocated."""
     if not isinstance(config.base, DownloadBase):
         return None
     with stage(emit, "download", times):
         fetched = download.fetch(config.base, cache, emit)
+        # Known from the download itself: a root_file pulled out below is new every build.
+        identity = f"download:{config.base.sha256 or file_digest(fetched)}:{config.base.root_file or ''}"
         name = f"download.from {config.base.url}"
         if config.base.root_file:
             fetched = archive.extract_member(fetched, config.base.root_file, work, name)
             name = f"download.root_file {config.base.root_file}"
         unpacked = archive.check_members(fetched, name)
         archive.check_fits(unpacked, options.size, name)
-        return fetched
+        return FetchedBase(fetched, identity)
 
 
-def _build_into(config: BuildConfig, options: BuildOptions, plan: Plan, base_archive: Path | None,
+def _build_into(config: BuildConfig, options: BuildOptions, plan: Plan, fetched: FetchedBase | None,
                 cache: Cache, log_dir: Path, work: Path, staging: Path, build_id: str, emit: Emit,
                 times: StageTimes) -> Manifest:
     image = work / "disk.raw"
@@ -156,7 +165,7 @@ def _build_into(config: BuildConfig, options: BuildOptions, plan: Plan, base_arc
         with disk.mounted(device, work / "root") as root:
             runs = plan_runs(plan.modules)
             with stage(emit, "base", times):
-                layers, done = _fill_root(config, cache, root, base_archive, work, runs, emit)
+                layers, done = _fill_root(config, cache, root, fetched, runs, emit)
             with stage(emit, "modules", times):
                 run_modules(runs[done:], root, variables_for(config), plan, log_dir, emit,
                             after_run=_storing(layers, done, root))
@@ -173,17 +182,21 @@ def _build_into(config: BuildConfig, options: BuildOptions, plan: Plan, base_arc
     return manifest
 
 
-def _fill_root(config: BuildConfig, cache: Cache, root: Path, base_archive: Path | None, work: Path,
+def _fill_root(config: BuildConfig, cache: Cache, root: Path, fetched: FetchedBase | None,
                runs: Sequence[Sequence[ResolvedModule]], emit: Emit) -> tuple[ModuleLayers | None, int]:
     """The base, or the newest cached result of the first module runs; how many runs that covers."""
     planned = plan_base(config.base) if isinstance(config.base, DebianBase) and cache.enabled else None
     layers = None
     if cache.enabled and runs:
-        identity = planned.entry_name if planned else _archive_identity(config, base_archive)
+        if planned is not None:
+            identity = planned.entry_name
+        else:
+            assert fetched is not None
+            identity = fetched.identity
         layers = layers_for(cache, identity, config, runs)
         if done := layers.restore_newest(root, emit):
             return layers, done
-    _fill_base(config, root, base_archive, work, cache, emit, planned)
+    _fill_base(config, root, fetched, cache, emit, planned)
     _prepare_root(config, root)
     return layers, 0
 
@@ -198,19 +211,13 @@ def _storing(layers: ModuleLayers | None, done: int, root: Path) -> Callable[[in
     return store
 
 
-def _archive_identity(config: BuildConfig, base_archive: Path | None) -> str:
-    assert isinstance(config.base, DownloadBase) and base_archive is not None
-    digest = config.base.sha256 or sha256_of(base_archive)
-    return f"download:{digest}:{config.base.root_file or ''}"
-
-
-def _fill_base(config: BuildConfig, root: Path, base_archive: Path | None, work: Path,
-               cache: Cache, emit: Emit, planned: PlannedBase | None) -> None:
+def _fill_base(config: BuildConfig, root: Path, fetched: FetchedBase | None, cache: Cache, emit: Emit,
+               planned: PlannedBase | None) -> None:
     if isinstance(config.base, DebianBase):
         provide_debian_base(config.base, root, cache, emit, planned)
         return
-    assert isinstance(config.base, DownloadBase) and base_archive is not None
-    archive.extract(base_archive, root, emit)
+    assert isinstance(config.base, DownloadBase) and fetched is not None
+    archive.extract(fetched.archive, root, emit)
 
 
 def _prepare_root(config: BuildConfig, root: Path) -> None:

@@ -135,8 +135,3 @@ def _unmount(mountpoint: Path) -> None:
 def trim(mountpoint: Path) -> None:
     """Give freed blocks back to the sparse file so the converted image stays small."""
     proc.run(["fstrim", mountpoint], check=False)
-
-
-def used_bytes(mountpoint: Path) -> int:
-    stats = os.statvfs(mountpoint)
-    return (stats.f_blocks - stats.f_bfree) * stats.f_frsize

@@ -103,7 +103,7 @@ def tree_digest(path: Path) -> str:
             digest.update(f"L {relative} {os.readlink(item)}\n".encode())
         elif item.is_file():
             digest.update(f"F {relative} {oct(item.stat().st_mode & 0o7777)}\n".encode())
-            digest.update(_file_digest(item).encode())
+            digest.update(file_digest(item).encode())
         elif item.is_dir():
             digest.update(f"D {relative}\n".encode())
     return digest.hexdigest()
@@ -117,7 +117,8 @@ def _walk(path: Path) -> Iterable[Path]:
         yield from sorted(path.rglob("*"))
 
 
-def _file_digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
+    """What a file holds: its sha256, or for a large file its size and modification time."""
     stat = path.stat()
     if stat.st_size > LARGE_FILE_BYTES:
         return f"{stat.st_size}:{stat.st_mtime_ns}"
@@ -125,7 +126,7 @@ def _file_digest(path: Path) -> str:
 
 
 def _rpm_files(config: BuildConfig) -> list[str]:
-    return [f"{p}:{_file_digest(p)}" for entry in config.data.get("rpms", []) or []
+    return [f"{p}:{file_digest(p)}" for entry in config.data.get("rpms", []) or []
             for p in _rpms_of(config.directory / str(entry))]
 
 
