@@ -24,7 +24,7 @@ from pathlib import Path
 from hotsauce.build import build
 from hotsauce.config import BuildOptions, load_config
 from hotsauce.events import Event
-from hotsauce.sizes import human_size
+from hotsauce.host.sizes import human_size
 
 BUILD_YAML = """\
 base:

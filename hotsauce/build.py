@@ -16,30 +16,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hotsauce import __version__, archive, disk, download, ledger, output
-from hotsauce.ansible_run import run_ansible_modules
-from hotsauce.base_debian import PlannedBase, plan_base, provide_debian_base
-from hotsauce.boot import boot_image_set
-from hotsauce.boot_files import copy_boot_files, find_boot_files, read_os_release
-from hotsauce.build_log import build_log
-from hotsauce.cache import Cache, default_cache_dir
-from hotsauce.chroot import build_chroot
+from hotsauce import __version__
+from hotsauce.bases import download
+from hotsauce.bases.debian import PlannedBase, plan_base, provide_debian_base
+from hotsauce.boot.boot_set import boot_image_set
 from hotsauce.config import BuildConfig, BuildOptions, DebianBase, DownloadBase, check_unknown_keys
 from hotsauce.events import Emit, Event, StageTimes, ignore, stage
-from hotsauce.galaxy import install_requirements
-from hotsauce.image_identity import scrub_image, set_identity
-from hotsauce.imageset import ROOT_LABEL, Manifest, root_image_name
-from hotsauce.module_cache import ModuleLayers, file_digest, layers_for
-from hotsauce.modules import (
+from hotsauce.host import ledger
+from hotsauce.host.signals import interruptible
+from hotsauce.image import archive, disk
+from hotsauce.image.identity import scrub_image, set_identity
+from hotsauce.modules.ansible_run import run_ansible_modules
+from hotsauce.modules.chroot import build_chroot
+from hotsauce.modules.galaxy import install_requirements
+from hotsauce.modules.python_run import run_python_module
+from hotsauce.modules.resolve import (
     ResolvedModule,
     module_search,
     plan_runs,
     resolve_all,
     variables_read_by,
 )
-from hotsauce.python_modules import run_python_module
+from hotsauce.modules.result_cache import ModuleLayers, file_digest, layers_for
+from hotsauce.output import publish as output
+from hotsauce.output.boot_files import copy_boot_files, find_boot_files, read_os_release
+from hotsauce.output.imageset import ROOT_LABEL, Manifest, root_image_name
 from hotsauce.rootpath import inside
-from hotsauce.signals import interruptible
+from hotsauce.store.cache import Cache, default_cache_dir
+from hotsauce.store.logs import build_log
 
 KERNEL_CMDLINE = f"root=LABEL={ROOT_LABEL} ro console=tty0 console=ttyS0,115200n8"
 

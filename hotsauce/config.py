@@ -43,7 +43,7 @@ class ModuleKind(StrEnum):
 
 @dataclass(frozen=True)
 class ModuleRef:
-    """One entry of `modules`, as written; resolution happens in hotsauce.modules."""
+    """One entry of `modules`, as written; resolution happens in hotsauce.modules.resolve."""
 
     kind: ModuleKind
     name: str

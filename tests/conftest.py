@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from hotsauce.base_debian import provide_debian_base
-from hotsauce.cache import CACHE_ENV, Cache
+from hotsauce.bases.debian import provide_debian_base
 from hotsauce.config import DebianBase
 from hotsauce.events import Event
+from hotsauce.store.cache import CACHE_ENV, Cache
 from tests.leaks import held_resources
 
 pytest_plugins = ["tests.faults.plugin"]

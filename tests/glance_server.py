@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from hotsauce.proc import child_process, run
+from hotsauce.host.proc import child_process, run
 
 GLANCE_VENV_ENV = "HOTSAUCE_GLANCE_VENV"
 DEFAULT_GLANCE_VENV = Path("/var/cache/hotsauce-tests/glance-venv")

@@ -13,14 +13,14 @@ import tarfile
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from hotsauce.imageset import (
+from hotsauce.host.proc import run
+from hotsauce.output.imageset import (
     KERNEL_NAME,
     RAMDISK_NAME,
     ROOT_LABEL,
     Manifest,
     root_image_name,
 )
-from hotsauce.proc import run
 from tests.image_sets import write_description
 
 ROOT_FS_BYTES = 8 << 20

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from hotsauce import __version__
-from hotsauce.imageset import (
+from hotsauce.output.imageset import (
     KERNEL_NAME,
     LIBVIRT_NAME,
     RAMDISK_NAME,

@@ -15,21 +15,21 @@ from pathlib import Path
 
 import pytest
 
-from hotsauce.ansible_run import (
+from hotsauce.config import ModuleKind, ModuleRef, load_config
+from hotsauce.errors import ModuleFailed
+from hotsauce.events import Event
+from hotsauce.modules.ansible_run import (
     generated_playbook,
     play_marker,
     role_reference,
     run_ansible_modules,
     variables_of,
 )
-from hotsauce.builtins import builtin_folder
-from hotsauce.cache import Cache
-from hotsauce.chroot import build_chroot
-from hotsauce.config import ModuleKind, ModuleRef, load_config
-from hotsauce.errors import ModuleFailed
-from hotsauce.events import Event
-from hotsauce.galaxy import install_requirements
-from hotsauce.modules import ResolvedModule, module_search, resolve_all
+from hotsauce.modules.builtins import builtin_folder
+from hotsauce.modules.chroot import build_chroot
+from hotsauce.modules.galaxy import install_requirements
+from hotsauce.modules.resolve import ResolvedModule, module_search, resolve_all
+from hotsauce.store.cache import Cache
 from tests.image_root import extracted_root, mounts_under, processes_in
 
 DATA = Path(__file__).parent / "data" / "ansible"
@@ -241,12 +241,12 @@ def test_install_rpms_in_an_image_without_rpm_tooling_fails_clearly(
 INTERRUPTED_BUILD = """
 import sys
 from pathlib import Path
-from hotsauce.ansible_run import run_ansible_modules
-from hotsauce.chroot import build_chroot
+from hotsauce.modules.ansible_run import run_ansible_modules
+from hotsauce.modules.chroot import build_chroot
 from hotsauce.config import ModuleKind, ModuleRef
 from hotsauce.errors import Interrupted
-from hotsauce.modules import ResolvedModule
-from hotsauce.signals import interruptible
+from hotsauce.modules.resolve import ResolvedModule
+from hotsauce.host.signals import interruptible
 
 root, role, logs = (Path(arg) for arg in sys.argv[1:])
 sleeper = ResolvedModule(ModuleRef(ModuleKind.ROLE, "sleeper", {}, 0), ModuleKind.ROLE, role)

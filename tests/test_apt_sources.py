@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hotsauce.apt_sources import MirrorSources, SourceEntry, host_mirror
+from hotsauce.bases.apt_sources import MirrorSources, SourceEntry, host_mirror
 from hotsauce.errors import ConfigError
 
 # Invented names only: the repository never names a real mirror.

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from hotsauce.archive import check_members, extract_member
 from hotsauce.errors import ConfigError
+from hotsauce.image.archive import check_members, extract_member
 
 
 def make_tar(path: Path, members: list[tuple[str, str, str]]) -> Path:

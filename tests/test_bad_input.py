@@ -211,7 +211,7 @@ def test_a_root_archive_member_leaving_the_root_is_refused(
 
 
 @pytest.mark.skipif(
-    not (Path(__file__).parent.parent / "hotsauce" / "galaxy.py").exists(),
+    not (Path(__file__).parent.parent / "hotsauce" / "modules" / "galaxy.py").exists(),
     reason="the Ansible work (hotsauce/galaxy.py) has not landed yet",
 )
 def test_a_requirements_file_naming_a_role_that_cannot_be_installed_is_named(tmp_path: Path) -> None:

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from hotsauce import base_debian
-from hotsauce.base_debian import provide_debian_base
-from hotsauce.cache import Cache, default_cache_dir
+from hotsauce.bases import debian as base_debian
+from hotsauce.bases.debian import provide_debian_base
 from hotsauce.config import DebianBase
 from hotsauce.events import Event
-from hotsauce.image_identity import scrub_image, set_identity
-from hotsauce.proc import output_of, run
+from hotsauce.host.proc import output_of, run
+from hotsauce.image.identity import scrub_image, set_identity
+from hotsauce.store.cache import Cache, default_cache_dir
 
 pytestmark = pytest.mark.integration
 

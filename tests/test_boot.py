@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from hotsauce.boot import BootFailed, BootResult, CheckResult, boot_image_set
-from hotsauce.boot_probe import (
+from hotsauce.boot.boot_set import BootFailed, BootResult, CheckResult, boot_image_set
+from hotsauce.boot.probe import (
     PROBE_DEVICE,
     fatal_console_line,
     parse_report,
@@ -34,10 +34,10 @@ from hotsauce.boot_probe import (
     probe_script,
     write_probe_disk,
 )
+from hotsauce.boot.qemu import Drive, kvm_runs_kernel
 from hotsauce.commands import boot as boot_command
 from hotsauce.errors import ConfigError
-from hotsauce.imageset import Manifest, sha256_of
-from hotsauce.qemu import Drive, kvm_runs_kernel
+from hotsauce.output.imageset import Manifest, sha256_of
 from tests.image_sets import extract_root, make_image_set
 from tests.images import run_hotsauce
 

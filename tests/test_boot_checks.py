@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hotsauce.imageset import verify_set
+from hotsauce.output.imageset import verify_set
 from tests.images import run_hotsauce
 
 pytestmark = [pytest.mark.integration, pytest.mark.boot]

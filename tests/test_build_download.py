@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hotsauce.imageset import Manifest, verify_set
+from hotsauce.output.imageset import Manifest, verify_set
 from tests.http_server import ServedFolder, serving
 from tests.images import filesystem_label, mounted_root_image, run_hotsauce, unpack_set
 

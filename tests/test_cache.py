@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hotsauce.cache import Cache, default_cache_dir
 from hotsauce.commands import cache as cache_command
+from hotsauce.store.cache import Cache, default_cache_dir
 
 
 def publish(cache: Cache, kind: str, name: str, data: bytes, key: dict[str, object]) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hotsauce.chroot import build_chroot
+from hotsauce.modules.chroot import build_chroot
 from tests.image_root import extracted_root, in_root, mounts_under
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hotsauce.imageset import verify_set
+from hotsauce.output.imageset import verify_set
 from tests.faults.running import hotsauce_env
 from tests.http_server import serving
 

@@ -8,7 +8,7 @@ import pytest
 
 from hotsauce.config import DebianBase, DownloadBase, ModuleKind, load_config
 from hotsauce.errors import ConfigError
-from hotsauce.sizes import parse_size
+from hotsauce.host.sizes import parse_size
 
 
 def write(tmp_path: Path, text: str) -> Path:

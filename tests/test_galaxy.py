@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from hotsauce.cache import Cache
 from hotsauce.errors import ConfigError
 from hotsauce.events import Event
-from hotsauce.galaxy import install_requirements
+from hotsauce.modules.galaxy import install_requirements
+from hotsauce.store.cache import Cache
 
 DATA = Path(__file__).parent / "data" / "ansible"
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from hotsauce import image_identity, rootpath
-from hotsauce.image_identity import scrub_image, set_identity
+from hotsauce import rootpath
+from hotsauce.image import identity as image_identity
+from hotsauce.image.identity import scrub_image, set_identity
 
 HOST_RESOLV_CONF = Path("/etc/resolv.conf")
 

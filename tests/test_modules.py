@@ -8,7 +8,7 @@ import pytest
 
 from hotsauce.config import load_config
 from hotsauce.errors import ConfigError
-from hotsauce.modules import ModuleKind, module_search, plan_runs, resolve_all, variables_read_by
+from hotsauce.modules.resolve import ModuleKind, module_search, plan_runs, resolve_all, variables_read_by
 
 MODIFY = "def modify(name, root, cfg):\n    pass\n"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hotsauce.errors import CommandFailed
-from hotsauce.output import publish
+from hotsauce.output.publish import publish
 from tests.faults.shims import path_with, shim_folder
 
 

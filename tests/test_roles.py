@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from hotsauce.ansible_run import run_ansible_modules
-from hotsauce.builtins import builtin_folder
-from hotsauce.chroot import build_chroot
 from hotsauce.config import ModuleKind, ModuleRef
-from hotsauce.modules import ResolvedModule
+from hotsauce.modules.ansible_run import run_ansible_modules
+from hotsauce.modules.builtins import builtin_folder
+from hotsauce.modules.chroot import build_chroot
+from hotsauce.modules.resolve import ResolvedModule
 from tests.image_root import extracted_root, in_root, processes_in
 
 pytestmark = pytest.mark.integration

@@ -8,16 +8,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hotsauce.boot import (
+from hotsauce.boot.boot_set import (
     DEFAULT_TIMEOUT_SECONDS,
     BootFailed,
     BootResult,
     boot_image_set,
     console_command,
 )
+from hotsauce.boot.qemu import Accel, parse_accel
 from hotsauce.events import Event
-from hotsauce.qemu import Accel, parse_accel
-from hotsauce.signals import interruptible
+from hotsauce.host.signals import interruptible
 
 
 def add_command(subparsers: Any) -> None:

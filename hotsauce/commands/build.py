@@ -10,15 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from hotsauce.build import build
+from hotsauce.cloud.upload import upload_image_set
+from hotsauce.commands.progress import TerminalReporter
 from hotsauce.commands.upload import UploadReporter, add_upload_arguments, upload_arguments
 from hotsauce.config import DEFAULT_CONFIG_NAME, BuildOptions, FsType, ImageFormat, load_config
-from hotsauce.disk import check_size
 from hotsauce.errors import ConfigError, HotsauceError, ModuleFailed
 from hotsauce.events import Emit, Event
-from hotsauce.progress import TerminalReporter
-from hotsauce.signals import interruptible
-from hotsauce.sizes import human_size, parse_size
-from hotsauce.upload import upload_image_set
+from hotsauce.host.signals import interruptible
+from hotsauce.host.sizes import human_size, parse_size
+from hotsauce.image.disk import check_size
 
 NO_SPACE = "No space left on device"
 # Below this much free space a folder counts as full (filesystems keep a little back).

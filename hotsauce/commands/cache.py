@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hotsauce.cache import Cache, CacheEntry, default_cache_dir
-from hotsauce.sizes import human_size
+from hotsauce.host.sizes import human_size
+from hotsauce.store.cache import Cache, CacheEntry, default_cache_dir
 
 
 def add_command(subparsers: Any) -> None:

@@ -1,7 +1,7 @@
 """`hotsauce cleanup`: release what builds that were killed outright still hold.
 
 A build killed with SIGKILL cannot release anything; its ledger (see
-hotsauce.ledger) says what it held. Builds still running are left alone.
+hotsauce.host.ledger) says what it held. Builds still running are left alone.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hotsauce import ledger
+from hotsauce.host import ledger
 
 
 def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

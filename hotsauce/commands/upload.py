@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from hotsauce.cloud.upload import DISK_FORMATS, VISIBILITIES, upload_image_set
 from hotsauce.errors import ConfigError
 from hotsauce.events import Event
-from hotsauce.signals import interruptible
-from hotsauce.upload import DISK_FORMATS, VISIBILITIES, upload_image_set
+from hotsauce.host.signals import interruptible
 
 
 def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -310,7 +310,7 @@ def _detach_loops_below(path: Path) -> None:
 
 
 def _run(argv: list[str], *, check: bool = True) -> int:
-    from hotsauce import proc  # proc records into the ledger: import here, not at the top
+    from hotsauce.host import proc  # proc records into the ledger: import here, not at the top
 
     return proc.run(argv, check=check).returncode
 

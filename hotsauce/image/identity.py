@@ -74,7 +74,7 @@ def set_identity(root: Path, hostname: str) -> None:
     """Before modules run: the image's own name, DHCP on its first interface, a serial console.
 
     The build host's /etc/hostname and /etc/resolv.conf, which bootstrapping
-    copies in, are replaced; while modules run, hotsauce.chroot.build_chroot
+    copies in, are replaced; while modules run, hotsauce.modules.chroot.build_chroot
     lends them the host's resolver.
     """
     rootpath.write_file(root, "/etc/hostname", f"{hostname}\n")

@@ -7,7 +7,7 @@ import time
 from typing import TextIO
 
 from hotsauce.events import Event
-from hotsauce.sizes import human_size
+from hotsauce.host.sizes import human_size
 
 
 class TerminalReporter:

@@ -29,12 +29,12 @@ from typing import IO, Any
 
 import yaml
 
-from hotsauce.ansible_plugins import CONNECTION_PLUGINS, MODULES
-from hotsauce.chroot import inside
 from hotsauce.config import ModuleKind
 from hotsauce.errors import ModuleFailed
 from hotsauce.events import Emit, Event
-from hotsauce.modules import ResolvedModule
+from hotsauce.modules.ansible_plugins import CONNECTION_PLUGINS, MODULES
+from hotsauce.modules.chroot import inside
+from hotsauce.modules.resolve import ResolvedModule
 
 IMAGE_HOST = "image"
 # Ansible's temp files in the image: one folder, removed after the run (the
@@ -67,7 +67,7 @@ def run_ansible_modules(
     log_dir: Path,
     emit: Emit,
 ) -> None:
-    """Run consecutive Ansible modules (ResolvedModule from hotsauce.modules, kind ROLE or
+    """Run consecutive Ansible modules (ResolvedModule from hotsauce.modules.resolve, kind ROLE or
     PLAYBOOK) in ONE ansible-runner call: one generated playbook applying them in order
     against the chroot. Called with build_chroot(root) already active. Raises
     ModuleFailed(module.name, "task 'NAME': MESSAGE") on a failed task. Streams output to

@@ -19,10 +19,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from hotsauce import proc
 from hotsauce.errors import CommandFailed, ConfigError
 from hotsauce.events import Emit, Event
-from hotsauce.sizes import human_size
+from hotsauce.host import proc
+from hotsauce.host.sizes import human_size
 
 _MAGIC: tuple[tuple[bytes, list[str]], ...] = (
     (b"\x28\xb5\x2f\xfd", ["zstd", "-dc", "-T0"]),

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hotsauce.errors import Interrupted, ModuleFailed
-from hotsauce.modules import ResolvedModule
+from hotsauce.modules.resolve import ResolvedModule
 
 
 def run_python_module(module: ResolvedModule, root: Path, cfg: Mapping[str, Any]) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hotsauce.errors import StageFailed
-from hotsauce.imageset import KERNEL_NAME, RAMDISK_NAME
+from hotsauce.output.imageset import KERNEL_NAME, RAMDISK_NAME
 
 _RAMDISK_PATTERNS = ("initrd.img-{version}", "initramfs-{version}.img", "initrd-{version}")
 

@@ -19,9 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from hotsauce.errors import ConfigError, HotsauceError, Interrupted
-from hotsauce.events import Emit, Event, ignore, stage
-from hotsauce.glance_images import (
+from hotsauce.cloud.glance import (
     GLANCE_ATTRIBUTES,
     StreamedFile,
     connect,
@@ -31,7 +29,9 @@ from hotsauce.glance_images import (
     images_named,
     send_data,
 )
-from hotsauce.imageset import CHECKSUM_SUFFIX, Manifest, opened_set, verify_set
+from hotsauce.errors import ConfigError, HotsauceError, Interrupted
+from hotsauce.events import Emit, Event, ignore, stage
+from hotsauce.output.imageset import CHECKSUM_SUFFIX, Manifest, opened_set, verify_set
 
 DISK_FORMATS = ("ami", "qcow2", "raw")
 VISIBILITIES = ("public", "private", "shared", "community")

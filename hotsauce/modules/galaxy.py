@@ -18,11 +18,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from hotsauce.cache import Cache
 from hotsauce.config import read_yaml
 from hotsauce.errors import CommandFailed, ConfigError
 from hotsauce.events import Emit, Event
-from hotsauce.proc import run
+from hotsauce.host.proc import run
+from hotsauce.store.cache import Cache
 
 CACHE_KIND = "galaxy"
 STAGE = "requirements"

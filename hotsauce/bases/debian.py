@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hotsauce.apt_sources import MirrorSources, SourceEntry, host_mirror
-from hotsauce.cache import Cache
+from hotsauce.bases.apt_sources import MirrorSources, SourceEntry, host_mirror
 from hotsauce.config import DebianBase
 from hotsauce.errors import HotsauceError
 from hotsauce.events import Emit, Event
-from hotsauce.proc import run
+from hotsauce.host.proc import run
+from hotsauce.store.cache import Cache
 
 STAGE = "base"
 BASES = "bases"  # cache kind of bootstrapped bases

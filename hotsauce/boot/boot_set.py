@@ -3,7 +3,7 @@
 `boot_image_set` boots the set's kernel and ramdisk with the root image as a
 virtio disk (never changed: QEMU's snapshot), waits for the guest's default
 target, runs each check inside the guest through the probe (see
-hotsauce.boot_probe), and powers the guest off. A guest that hangs, panics or
+hotsauce.boot.probe), and powers the guest off. A guest that hangs, panics or
 never finds its root fails within the timeout; when the serial console
 already shows such a failure, it fails at once. The serial console is kept
 in a log whose path is in the result.
@@ -20,7 +20,7 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
-from hotsauce.boot_probe import (
+from hotsauce.boot.probe import (
     PROBE_SERIAL,
     ProbeReport,
     fatal_console_line,
@@ -29,11 +29,11 @@ from hotsauce.boot_probe import (
     probe_cmdline,
     write_probe_disk,
 )
+from hotsauce.boot.qemu import Accel, Drive, Machine, choose_accel
 from hotsauce.errors import ConfigError, HotsauceError
 from hotsauce.events import Emit, Event, ignore, stage
-from hotsauce.imageset import Manifest, opened_set, verify_set
-from hotsauce.proc import child_process
-from hotsauce.qemu import Accel, Drive, Machine, choose_accel
+from hotsauce.host.proc import child_process
+from hotsauce.output.imageset import Manifest, opened_set, verify_set
 
 # Under software emulation a bookworm guest reaches its target in 40-65 s on
 # a quiet 2-core machine; other work on the machine can double that.

@@ -16,10 +16,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from hotsauce import ledger, proc
 from hotsauce.config import FsType
 from hotsauce.errors import CommandFailed, ConfigError, StageFailed
-from hotsauce.imageset import ROOT_LABEL
+from hotsauce.host import ledger, proc
+from hotsauce.output.imageset import ROOT_LABEL
 
 SECTOR = 512
 # The first partition starts at 1 MiB, where every partitioning tool aligns it.

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import IO
 from xml.sax.saxutils import escape
 
-from hotsauce import ledger, proc
 from hotsauce.config import ImageFormat
-from hotsauce.disk import Partition
 from hotsauce.errors import CommandFailed, ConfigError
 from hotsauce.events import Emit, Event, ignore
-from hotsauce.imageset import LIBVIRT_NAME, Manifest, write_checksum
+from hotsauce.host import ledger, proc
+from hotsauce.image.disk import Partition
+from hotsauce.output.imageset import LIBVIRT_NAME, Manifest, write_checksum
 
 SET_FILE_MODE = 0o644
 

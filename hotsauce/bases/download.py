@@ -14,12 +14,12 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from hotsauce import ledger
-from hotsauce.cache import Cache
 from hotsauce.config import DownloadBase
 from hotsauce.errors import ConfigError
 from hotsauce.events import Emit, Event
-from hotsauce.imageset import sha256_of
+from hotsauce.host import ledger
+from hotsauce.output.imageset import sha256_of
+from hotsauce.store.cache import Cache
 
 STAGE = "download"
 _TIMEOUT_SECONDS = 60

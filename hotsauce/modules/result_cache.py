@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from hotsauce import __version__
-from hotsauce.base_debian import store_base, unpack_base
-from hotsauce.cache import Cache
+from hotsauce.bases.debian import store_base, unpack_base
 from hotsauce.config import BuildConfig, ModuleKind
 from hotsauce.events import Emit, Event
-from hotsauce.modules import ResolvedModule
+from hotsauce.modules.resolve import ResolvedModule
+from hotsauce.store.cache import Cache
 
 KIND = "modules"
 KEEP_NEWEST = 12

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import yaml
 
-from hotsauce.builtins import builtin_folder
 from hotsauce.config import BuildConfig, ModuleKind, ModuleRef
 from hotsauce.errors import ConfigError
+from hotsauce.modules.builtins import builtin_folder
 
 
 @dataclass(frozen=True)

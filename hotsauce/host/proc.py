@@ -16,8 +16,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO
 
-from hotsauce import ledger
 from hotsauce.errors import CommandFailed
+from hotsauce.host import ledger
 
 # How long a child gets between SIGTERM and SIGKILL when we take it down.
 TERMINATE_GRACE_SECONDS = 5.0

@@ -17,7 +17,7 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 from hotsauce.errors import ConfigError, HotsauceError
-from hotsauce.proc import child_process
+from hotsauce.host.proc import child_process
 
 QEMU_BINARY = "qemu-system-x86_64"
 GUEST_MEMORY_MB = 1024

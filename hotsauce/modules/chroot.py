@@ -17,8 +17,8 @@ from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
 from hotsauce.errors import StageFailed
-from hotsauce.ledger import Kind, held
-from hotsauce.proc import run
+from hotsauce.host.ledger import Kind, held
+from hotsauce.host.proc import run
 
 # Exit status 101 tells invoke-rc.d (and deb-systemd-invoke) "action forbidden".
 POLICY_RC_D = "#!/bin/sh\n# hotsauce: no service starts while the image is being built\nexit 101\n"

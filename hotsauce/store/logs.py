@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
-from hotsauce.cache import Cache
 from hotsauce.events import Emit, Event
+from hotsauce.store.cache import Cache
 
 LOGS = "logs"
 KEEP_NEWEST = 20

@@ -1,0 +1,1 @@
+"""Booting a finished set in QEMU and checking it from inside (`hotsauce boot`)."""

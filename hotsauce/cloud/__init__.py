@@ -1,0 +1,1 @@
+"""Sending a finished set to a cloud's image service (`hotsauce upload`)."""

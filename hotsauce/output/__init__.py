@@ -1,0 +1,2 @@
+"""The image set: converting the root image, the boot files, libvirt.xml, checksums and
+publishing the set at `-o`."""

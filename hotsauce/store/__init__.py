@@ -1,0 +1,1 @@
+"""What a build keeps between builds: the cache folder, tar.zst snapshots of a root, build logs."""
