@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,9 @@ from hotsauce.events import Emit, Event, StageTimes, ignore, stage
 from hotsauce.host import ledger
 from hotsauce.host.signals import interruptible
 from hotsauce.image import archive, disk
+from hotsauce.image.bootloader import BootFacts, make_bootable
 from hotsauce.image.identity import scrub_image, set_identity
+from hotsauce.image.whole_disk import DiskSettings, mounted_disk, plan_layout
 from hotsauce.modules.ansible_run import run_ansible_modules
 from hotsauce.modules.chroot import build_chroot
 from hotsauce.modules.galaxy import install_requirements
@@ -40,6 +42,7 @@ from hotsauce.modules.resolve import (
 from hotsauce.modules.result_cache import ModuleLayers, file_digest, layers_for
 from hotsauce.output import publish as output
 from hotsauce.output.boot_files import copy_boot_files, find_boot_files, read_os_release
+from hotsauce.output.disk_set import write_disk_set
 from hotsauce.output.imageset import ROOT_LABEL, Manifest, root_image_name
 from hotsauce.rootpath import inside
 from hotsauce.store.cache import Cache, default_cache_dir
@@ -84,11 +87,12 @@ def build(config: BuildConfig, options: BuildOptions, emit: Emit = ignore) -> Bu
         with stage(emit, "config", times):
             warn_about_leftovers(emit)
             output.check_output_path(options.output, force=options.force)
+            config, options, disk_settings = plan_layout(config, options)
             plan = make_plan(config, cache, emit)
         fetched = _fetch_base(config, options, cache, work, emit, times)
         with output.staging_folder(options.output) as staging:
             manifest = _build_into(config, options, plan, fetched, cache, log_dir, work, staging, build_id,
-                                   emit, times)
+                                   emit, times, disk_settings)
             if options.boot_checks is not None:
                 with stage(emit, "boot-check", times):
                     _boot_check(staging, options.boot_checks, log_dir / "boot", emit)
@@ -158,8 +162,11 @@ def _fetch_base(config: BuildConfig, options: BuildOptions, cache: Cache, work: 
 
 def _build_into(config: BuildConfig, options: BuildOptions, plan: Plan, fetched: FetchedBase | None,
                 cache: Cache, log_dir: Path, work: Path, staging: Path, build_id: str, emit: Emit,
-                times: StageTimes) -> Manifest:
+                times: StageTimes, disk_settings: DiskSettings | None = None) -> Manifest:
     image = work / "disk.raw"
+    if disk_settings is not None:
+        return _build_disk_into(config, options, plan, fetched, cache, log_dir, work, staging, build_id, emit,
+                                times, disk_settings)
     with stage(emit, "disk", times):
         disk.allocate(image, options.size)
         partition = disk.write_partition_table(image)
@@ -167,15 +174,7 @@ def _build_into(config: BuildConfig, options: BuildOptions, plan: Plan, fetched:
         with stage(emit, "format", times):
             disk.make_filesystem(device, options.fs_type)
         with disk.mounted(device, work / "root") as root:
-            runs = plan_runs(plan.modules)
-            with stage(emit, "base", times):
-                layers, done = _fill_root(config, cache, root, fetched, runs, emit)
-            with stage(emit, "modules", times):
-                run_modules(runs[done:], root, variables_for(config), plan, log_dir, emit,
-                            after_run=_storing(layers, done, root))
-            with stage(emit, "finish", times):
-                os_release = _finish_root(config, root, staging)
-                disk.trim(root)
+            os_release = _fill_and_finish(config, plan, fetched, cache, log_dir, root, staging, emit, times)
     with stage(emit, "convert", times):
         root_name = root_image_name(options.image_format.value)
         output.convert_root_image(image, partition, staging / root_name, options.image_format, options.strip)
@@ -184,6 +183,40 @@ def _build_into(config: BuildConfig, options: BuildOptions, plan: Plan, fetched:
         output.write_libvirt_xml(staging, manifest)
         output.write_checksums(staging, manifest)
     return manifest
+
+
+def _fill_and_finish(config: BuildConfig, plan: Plan, fetched: FetchedBase | None, cache: Cache, log_dir: Path,
+                     root: Path, staging: Path, emit: Emit, times: StageTimes,
+                     make_bootable: Callable[[Path], None] = lambda root: None) -> dict[str, str]:
+    """Base, modules and finish on the mounted root; the image's os-release."""
+    runs = plan_runs(plan.modules)
+    with stage(emit, "base", times):
+        layers, done = _fill_root(config, cache, root, fetched, runs, emit)
+    with stage(emit, "modules", times):
+        run_modules(runs[done:], root, variables_for(config), plan, log_dir, emit,
+                    after_run=_storing(layers, done, root))
+    with stage(emit, "finish", times):
+        make_bootable(root)
+        os_release = _finish_root(config, root, staging)
+        disk.trim(root)
+    return os_release
+
+
+def _build_disk_into(config: BuildConfig, options: BuildOptions, plan: Plan, fetched: FetchedBase | None,
+                     cache: Cache, log_dir: Path, work: Path, staging: Path, build_id: str, emit: Emit,
+                     times: StageTimes, settings: DiskSettings) -> Manifest:
+    """The whole-disk layout: the same stages on a GPT disk, made bootable before the root is finished."""
+    image = work / "disk.raw"
+    facts: list[BootFacts] = []
+    with mounted_disk(image, options.size, options.fs_type, work / "root", emit, times) as devices:
+        def bootable(root: Path) -> None:
+            facts.append(make_bootable(root, devices, settings.boot, options.fs_type))
+
+        os_release = _fill_and_finish(replace(config, kernel=False), plan, fetched, cache, log_dir, work / "root",
+                                      staging, emit, times, bootable)
+    with stage(emit, "convert", times):
+        return write_disk_set(image, staging, settings, facts[0],
+                              _manifest(config, options, build_id, "", os_release))
 
 
 def _fill_root(config: BuildConfig, cache: Cache, root: Path, fetched: FetchedBase | None,

@@ -19,6 +19,8 @@ from typing import Any
 import yaml
 
 from hotsauce.errors import ConfigError
+from hotsauce.image.layout import BootMode, Layout
+from hotsauce.output.formats import DiskFormat, Qcow2Compression
 
 DEFAULT_CONFIG_NAME = "build.yaml"
 
@@ -112,6 +114,11 @@ class BuildOptions:
     cache_dir: Path | None = None
     work_dir: Path | None = None
     boot_checks: tuple[str, ...] | None = None  # None: no boot; () boots and only waits for the target
+    # The whole-disk flags; None: build.yaml's key, else the default (see hotsauce.image.whole_disk).
+    layout: Layout | None = None
+    boot: BootMode | None = None
+    formats: tuple[DiskFormat, ...] | None = None
+    qcow2_compression: Qcow2Compression | None = None
 
 
 # --- the key table ---------------------------------------------------------
@@ -206,6 +213,10 @@ KEYS: tuple[Key, ...] = (
         "add_user: users to create: names or {name, ssh_authorized_keys, password_hash, groups, shell, sudo}"),
     Key("rpms", _string_list, "install_rpms: rpm files or folders of them"),
     Key("packages", _string_list, "install_packages: packages for the image's package manager"),
+    Key("layout", _check_string, "ec2 (default): root image, kernel, ramdisk; disk: one GPT disk booted by firmware"),
+    Key("boot", _check_string, "layout disk: the firmware that boots it: bios, uefi or hybrid (default)"),
+    Key("format", lambda v, w: v, "image formats: qcow2 (default), raw; for a disk also vmdk, vhdx, vhd (a list)"),
+    Key("qcow2_compression", _check_string, "layout disk: none (default), zlib or zstd"),
 )
 KEYS_BY_NAME = {key.name: key for key in KEYS}
 

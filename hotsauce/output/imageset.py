@@ -50,9 +50,18 @@ class Manifest:
     os_version: str | None  # os-release VERSION_ID, e.g. 12
     hotsauce_version: str
     created: str  # ISO 8601, UTC
+    # A whole disk (layout "disk") says what a cloud needs to register it; an EC2-style set keeps the defaults.
+    layout: str = "ec2"  # ec2 | disk
+    boot_modes: tuple[str, ...] = ()  # bios, uefi: the firmware that boots the disk
+    architecture: str | None = None  # x86_64, as clouds name it
+    root_device: str | None = None  # the device name clouds attach the disk as (/dev/xvda, /dev/vda)
+    root_found_by: str | None = None  # UUID: how fstab and the kernel command line find the root
+    drivers: dict[str, bool] | None = None  # ena, nvme, ...: present in the image's kernel and initramfs
+    disk_files: tuple[dict[str, object], ...] = ()  # each file: name, format, subformat, virtual_size
 
     def files(self) -> list[str]:
-        names = [self.root, *(n for n in (self.kernel, self.ramdisk) if n), LIBVIRT_NAME, MANIFEST_NAME]
+        disks = [str(entry["name"]) for entry in self.disk_files if entry["name"] != self.root]
+        names = [self.root, *disks, *(n for n in (self.kernel, self.ramdisk) if n), LIBVIRT_NAME, MANIFEST_NAME]
         return names
 
     def write(self, folder: Path) -> Path:
@@ -65,6 +74,9 @@ class Manifest:
         path = folder / MANIFEST_NAME
         try:
             data = json.loads(path.read_text())
+            for name in ("boot_modes", "disk_files"):
+                if name in data:
+                    data[name] = tuple(data[name])
             return cls(**data)
         except FileNotFoundError:
             raise ConfigError(f"{folder}: not an image set (no {MANIFEST_NAME})") from None
