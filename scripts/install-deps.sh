@@ -9,6 +9,8 @@ packages=(
   mmdebstrap            # Debian bases
   qemu-utils            # qemu-img: convert and check images
   qemu-system-x86       # hotsauce boot
+  ovmf                  # hotsauce boot --firmware uefi: UEFI firmware for whole disks
+  mtools dosfstools     # --layout disk: the EFI system partition, made and filled without mounting it
   fdisk                 # sfdisk: the partition table
   e2fsprogs xfsprogs btrfs-progs   # --fs-type
   zstd pigz xz-utils bzip2         # archives
