@@ -173,3 +173,32 @@ def test_a_uefi_guest_is_a_q35_machine_with_ovmf_and_a_private_variable_store(tm
     assert f"file={tmp_path / 'vars.fd'}" in argv and "-kernel" not in argv
     bios = " ".join(FirmwareMachine(Firmware.BIOS, (), ()).argv())
     assert "pflash" not in bios and "q35" not in bios
+
+
+def test_module_names_read_from_modules_dep_are_as_modprobe_names_them() -> None:
+    from hotsauce.image.bootloader import _module_name
+
+    assert _module_name("kernel/drivers/block/xen-blkfront.ko.xz: kernel/drivers/xen/x.ko") == "xen_blkfront"
+    assert _module_name("/usr/lib/modules/6.1/kernel/drivers/net/ethernet/amazon/ena/ena.ko") == "ena"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("args", "yaml_text", "expected"), [
+    (["--layout", "disk", "--format", "qcow2,qcow9"], "", "--format: unknown format 'qcow9'"),
+    (["--layout", "disk", "--boot", "openfirmware"], "", "--boot: unknown boot mode 'openfirmware'"),
+    (["--layout", "disk", "-s", "200M"], "", "--size: 200.0M is too small for a whole disk"),
+    (["--layout", "disk"], "kernel: false\n", "kernel: a whole disk (layout: disk) boots the image's own kernel"),
+    ([], "layout: disk\nboot: uefi\nbase: {debian: {architecture: arm64}}\n", "has no EFI GRUB for x86_64"),
+])
+def test_bad_disk_input_through_the_cli_is_one_line_exit_2_and_no_output(
+        tmp_path: Path, args: list[str], yaml_text: str, expected: str) -> None:
+    from tests.images import run_hotsauce
+
+    (tmp_path / "build.yaml").write_text(yaml_text + "modules: []\n")
+    size = [] if "-s" in args else ["-s", "2G"]
+    result = run_hotsauce("build", *size, "-o", tmp_path / "out", *args, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2, result.stderr
+    reasons = [line for line in result.stderr.splitlines() if line.startswith("hotsauce: ")]
+    assert len(reasons) == 1 and expected in reasons[0], result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+    assert "==> disk" not in result.stdout + result.stderr  # nothing was allocated

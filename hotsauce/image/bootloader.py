@@ -149,7 +149,8 @@ def make_bootable(root: Path, devices: DiskDevices, boot: BootMode, fs_type: FsT
     write_fstab(root, filesystems, fs_type)
     _write_image_config(root)
     with build_chroot(root):
-        _in_image(root, ["update-initramfs", "-u", "-k", "all"])
+        if initramfs_lacks(root):
+            _in_image(root, ["update-initramfs", "-u", "-k", "all"])
         if boot.bios:
             _in_image(root, ["grub-install", "--target=i386-pc", "--no-floppy", "--modules=part_gpt",
                              str(devices.disk)])
@@ -164,13 +165,40 @@ def make_bootable(root: Path, devices: DiskDevices, boot: BootMode, fs_type: FsT
     return BootFacts(kernel_cmdline(filesystems.root_uuid), drivers_present(root))
 
 
+def initramfs_lacks(root: Path) -> list[str]:
+    """The cloud drivers that are modules of the newest kernel but missing from its initramfs.
+
+    Debian's MODULES=most brings most of them already; rebuilding the initramfs costs the build
+    tens of seconds, so it is rebuilt only when one is missing.
+    """
+    kernel = _newest_kernel_modules(root)
+    if kernel is None:
+        return []
+    initrd = f"/boot/initrd.img-{kernel.name}"
+    if not inside(root, initrd).is_file():
+        return list(CLOUD_DRIVERS)
+    modules = {_module_name(line) for line in (kernel / "modules.dep").read_text(errors="replace").splitlines()}
+    listing = proc.output_of(["chroot", root, "lsinitramfs", initrd], env=CHROOT_ENV)
+    present = {_module_name(line) for line in listing.splitlines() if ".ko" in line}
+    return [driver for driver in CLOUD_DRIVERS if driver in modules and driver not in present]
+
+
+def _module_name(line: str) -> str:
+    """`kernel/drivers/block/xen-blkfront.ko.xz: deps` -> `xen_blkfront`, as modprobe names it."""
+    return line.split(":", 1)[0].rsplit("/", 1)[-1].split(".ko", 1)[0].replace("-", "_")
+
+
+def _newest_kernel_modules(root: Path) -> Path | None:
+    folders = sorted(path.parent for path in (root / "lib/modules").glob("*/modules.dep"))
+    return folders[-1] if folders else None
+
+
 def drivers_present(root: Path) -> dict[str, bool]:
     """Whether the image's newest kernel has the drivers Amazon's instances need (as a module or built in)."""
-    kernels = sorted((root / "lib/modules").glob("*/modules.dep")) if (root / "lib/modules").is_dir() else []
-    if not kernels:
+    folder = _newest_kernel_modules(root)
+    if folder is None:
         return {"ena": False, "nvme": False}
-    folder = kernels[-1].parent
-    listed = kernels[-1].read_text(errors="replace")
+    listed = (folder / "modules.dep").read_text(errors="replace")
     builtin = folder / "modules.builtin"
     if builtin.is_file():
         listed += builtin.read_text(errors="replace")
