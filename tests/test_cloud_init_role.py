@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_cloud_init_is_installed_with_datasources_and_the_first_add_user_as_default_user(
-        session_cache: Path, debian_rootfs_tarball: Path, tmp_path: Path) -> None:
+        session_cache: Path, tmp_path: Path) -> None:
     (tmp_path / "build.yaml").write_text("add_users: [alice]\nmodules: [add_user, cloud_init]\n")
     result = run_hotsauce("build", "-s", "2G", "-o", tmp_path / "out", cwd=tmp_path, timeout=1800)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

@@ -32,7 +32,7 @@ BOOT_TIMEOUT = "600"
 
 
 @pytest.fixture(scope="module")
-def disk_set(session_cache: Path, debian_rootfs_tarball: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def disk_set(session_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     project = tmp_path_factory.mktemp("disk-project")
     (project / "build.yaml").write_text("add_users: [alice]\nmodules: [add_user]\n")
     output = project / "out"

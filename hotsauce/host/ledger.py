@@ -250,6 +250,8 @@ def _release_loop(holding: Holding) -> bool:
     device = Path(holding.value)
     if holding.backing is not None and _loop_backing(device) != holding.backing:
         return False  # detached already, maybe reused by someone else since
+    # A whole disk's partitions (partx --add) outlive the detach otherwise, and the next user of the device sees them.
+    _run(["partx", "--delete", str(device)], check=False)
     _run(["losetup", "--detach", str(device)])
     return True
 

@@ -102,6 +102,8 @@ def attached_disk(image: Path) -> Iterator[DiskDevices]:
     disk = Path(proc.output_of(["losetup", "--find", "--show", image]))
     with ledger.held(ledger.Kind.LOOP, disk, backing=image.absolute()):
         try:
+            # Partitions a previous user of the device left behind would make --add fail.
+            proc.run(["partx", "--delete", disk], check=False)
             proc.run(["partx", "--add", disk])
             devices = DiskDevices(disk, partition_device(disk, ROOT_NUMBER), partition_device(disk, ESP_NUMBER))
             _wait_for(devices.root, devices.esp)
