@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hotsauce.config import FsType
-from hotsauce.errors import StageFailed
+from hotsauce.errors import CommandFailed, StageFailed
 from hotsauce.host import proc
 from hotsauce.image.esp import copy_into_esp
 from hotsauce.image.layout import BootMode
@@ -246,7 +246,7 @@ def _update_grub(root: Path, root_uuid: str) -> None:
 def _in_image(root: Path, argv: list[str]) -> None:
     try:
         proc.run(["chroot", root, *argv], env=CHROOT_ENV)
-    except Exception as error:
+    except CommandFailed as error:
         raise StageFailed("bootloader", f"{argv[0]} in the image failed: {error}") from None
 
 
