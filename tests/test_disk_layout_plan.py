@@ -94,6 +94,7 @@ def test_the_ec2_set_is_unchanged_by_default() -> None:
      r"has no GRUB for a PC BIOS"),
     ({}, {"formats": (DiskFormat.VMDK,)}, r"^--format: the ec2 layout writes one root image"),
     ({"boot": "uefi"}, {}, r"boot: only a whole disk"),
+    ({}, {"qcow2_compression": Qcow2Compression.ZSTD}, r"^--qcow2-compression: only for a whole disk"),
     ({"layout": "disk", "format": "qcow2,tar"}, {}, r"format: unknown format 'tar'"),
     ({"layout": "disk", "qcow2_compression": "lz4"}, {}, r"qcow2_compression: unknown compression 'lz4'"),
 ])

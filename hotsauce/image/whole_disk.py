@@ -62,6 +62,8 @@ def plan_disk(config: BuildConfig, options: BuildOptions) -> DiskSettings | None
                               f"{','.join(f.value for f in formats)} (whole-disk formats need --layout disk)")
         if "boot" in config.data or options.boot is not None:
             raise ConfigError(f"{config.name}: boot: only a whole disk (layout: disk) is booted through firmware")
+        if compression is not Qcow2Compression.NONE:
+            raise ConfigError("--qcow2-compression: only for a whole disk (layout: disk)")
         return None
     boot = options.boot or parse_boot_mode(config.data.get("boot", BootMode.HYBRID.value), f"{config.name}: boot")
     if not config.kernel:
