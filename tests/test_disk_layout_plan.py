@@ -78,6 +78,16 @@ def test_flags_win_over_build_yaml() -> None:
     assert settings.boot is BootMode.UEFI and settings.formats == (DiskFormat.VMDK, DiskFormat.VHD)
 
 
+def test_an_ec2_image_format_comes_from_the_flag_then_build_yaml_then_the_library_caller() -> None:
+    from hotsauce.config import ImageFormat
+
+    raw = options(image_format=ImageFormat.RAW)
+    assert plan_layout(config(), raw)[1].image_format is ImageFormat.RAW  # type: ignore[arg-type]
+    assert plan_layout(config(format="qcow2"), raw)[1].image_format is ImageFormat.QCOW2  # type: ignore[arg-type]
+    flagged = options(formats=(DiskFormat.RAW,))
+    assert plan_layout(config(format="qcow2"), flagged)[1].image_format is ImageFormat.RAW  # type: ignore[arg-type]
+
+
 def test_the_ec2_set_is_unchanged_by_default() -> None:
     cfg, opts, settings = plan_layout(config(), options())  # type: ignore[arg-type]
     assert settings is None and opts == options() and "grub-pc-bin" not in cfg.base.include  # type: ignore[union-attr]

@@ -106,6 +106,8 @@ def plan_layout(config: BuildConfig, options: BuildOptions) -> tuple[BuildConfig
     """The configuration and options as the chosen layout builds them, and the disk's settings (None: ec2)."""
     settings = plan_disk(config, options)
     if settings is None:
+        if options.formats is None and "format" not in config.data:
+            return config, options, None  # the library caller's image_format stands
         return config, replace(options, image_format=ImageFormat(_formats(config, options)[0].value)), None
     return disk_base(config, settings, options.fs_type), options, settings
 
