@@ -182,6 +182,8 @@ def console_command(set_path: Path, *, accel: Accel = Accel.TCG) -> int:
     """
     with opened_set(Path(set_path)) as folder:
         manifest = verify_set(folder)
+        if manifest.layout == "disk":
+            raise ConfigError(f"{folder}: --console boots EC2-style sets; boot a whole disk with --check instead")
         kernel, ramdisk = _kernel_and_ramdisk(folder, manifest)
         machine = Machine(
             kernel=kernel,
