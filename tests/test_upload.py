@@ -308,7 +308,7 @@ def test_reporter_off_a_terminal_prints_one_line_per_finished_file() -> None:
     for done in (0, 1 << 20, 2 << 20):
         reporter(Event("progress", "upload", "root root.qcow2", {"done": done, "total": 2 << 20}))
 
-    assert stream.getvalue().splitlines() == [f"{'root root.qcow2':<24} [{'#' * 30}] 2/2 MiB"]
+    assert stream.getvalue().splitlines() == [f"{'root root.qcow2':<24} [{'#' * 30}] 2.0M/2.0M"]
 
 
 def test_property_without_equals_sign_is_refused() -> None:
