@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -75,7 +75,6 @@ class Machine:
     serial_files: tuple[Path, ...] = ()  # ttyS0, ttyS1, ... each written to a file
     accel: Accel = Accel.TCG
     interactive: bool = False  # ttyS0 on this process's stdin/stdout instead of a file
-    extra: tuple[str, ...] = field(default_factory=tuple)
 
     def argv(self) -> list[str]:
         argv = [
@@ -100,7 +99,7 @@ class Machine:
             argv += ["-display", "none", "-monitor", "none"]
             for path in self.serial_files:
                 argv += ["-serial", f"file:{path}"]
-        return argv + list(self.extra)
+        return argv
 
 
 def qemu_binary() -> str:

@@ -106,8 +106,8 @@ def make_filesystem(device: Path, fs_type: FsType) -> None:
 
 
 @contextmanager
-def mounted(device: Path, mountpoint: Path) -> Iterator[Path]:
-    """The filesystem on `device` mounted at `mountpoint`, unmounted on the way out."""
+def root_filesystem_mounted(device: Path, mountpoint: Path) -> Iterator[Path]:
+    """The image's root filesystem on `device` mounted at `mountpoint`, unmounted on the way out."""
     mountpoint.mkdir(parents=True, exist_ok=True)
     # Recorded before mounting: a build killed during `mount` still leaves a record.
     with ledger.held(ledger.Kind.MOUNT, mountpoint.absolute()):
