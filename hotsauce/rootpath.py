@@ -12,14 +12,13 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath
 
-from hotsauce.errors import HotsauceError
+from hotsauce.errors import PathEscapes
+
+# What Python modules use; PathEscapes stays importable from here for them.
+__all__ = ["PathEscapes", "inside", "parent_inside", "remove", "symlink", "write_file"]
 
 # The kernel gives up after 40 links in one lookup; an image cannot expect more.
 MAX_SYMLINKS = 40
-
-
-class PathEscapes(HotsauceError):
-    """A path inside an image cannot be resolved within the image."""
 
 
 def inside(root: Path, path: str | Path) -> Path:

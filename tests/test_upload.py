@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from hotsauce.cloud.upload import NameTaken, UploadFailed, set_image_names, upload_image_set
+from hotsauce.cloud.upload import set_image_names, upload_image_set
 from hotsauce.commands import upload as upload_command
-from hotsauce.errors import ConfigError
+from hotsauce.errors import ChecksumMismatch, ConfigError, NameTaken, UploadFailed
 from hotsauce.events import Event
-from hotsauce.output.imageset import ChecksumMismatch, Manifest
+from hotsauce.output.imageset import Manifest
 from tests.glance_server import GlanceServer, running_glance
 from tests.image_set_sample import make_image_set, pack_image_set
 from tests.images import run_hotsauce

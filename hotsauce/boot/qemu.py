@@ -16,7 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from hotsauce.errors import ConfigError, HotsauceError
+from hotsauce.errors import ConfigError, KvmUnusable, QemuMissing
 from hotsauce.host.proc import child_process
 
 QEMU_BINARY = "qemu-system-x86_64"
@@ -31,14 +31,6 @@ class Accel(StrEnum):
     TCG = "tcg"  # software emulation: slow, works everywhere
     KVM = "kvm"  # hardware virtualization, only after a probe shows it works
     AUTO = "auto"  # KVM when the probe shows it works, TCG otherwise
-
-
-class QemuMissing(HotsauceError):
-    """QEMU is not installed on this host."""
-
-
-class KvmUnusable(HotsauceError):
-    """KVM was asked for but cannot run a guest here."""
 
 
 @dataclass(frozen=True)
