@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from hotsauce.boot.boot_set import BootFailed, BootResult, CheckResult, boot_image_set
+from hotsauce.boot.boot_set import BootResult, CheckResult, boot_image_set
 from hotsauce.boot.probe import (
     PROBE_DEVICE,
     fatal_console_line,
@@ -36,7 +36,7 @@ from hotsauce.boot.probe import (
 )
 from hotsauce.boot.qemu import Drive, kvm_runs_kernel
 from hotsauce.commands import boot as boot_command
-from hotsauce.errors import ConfigError
+from hotsauce.errors import BootFailed, ConfigError
 from hotsauce.output.imageset import Manifest, sha256_of
 from tests.image_sets import extract_root, make_image_set
 from tests.images import run_hotsauce

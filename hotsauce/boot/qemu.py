@@ -11,12 +11,12 @@ import os
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from hotsauce.errors import ConfigError, HotsauceError
+from hotsauce.errors import ConfigError, KvmUnusable, QemuMissing
 from hotsauce.host.proc import child_process
 
 QEMU_BINARY = "qemu-system-x86_64"
@@ -31,14 +31,6 @@ class Accel(StrEnum):
     TCG = "tcg"  # software emulation: slow, works everywhere
     KVM = "kvm"  # hardware virtualization, only after a probe shows it works
     AUTO = "auto"  # KVM when the probe shows it works, TCG otherwise
-
-
-class QemuMissing(HotsauceError):
-    """QEMU is not installed on this host."""
-
-
-class KvmUnusable(HotsauceError):
-    """KVM was asked for but cannot run a guest here."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +67,6 @@ class Machine:
     serial_files: tuple[Path, ...] = ()  # ttyS0, ttyS1, ... each written to a file
     accel: Accel = Accel.TCG
     interactive: bool = False  # ttyS0 on this process's stdin/stdout instead of a file
-    extra: tuple[str, ...] = field(default_factory=tuple)
 
     def argv(self) -> list[str]:
         argv = [
@@ -100,7 +91,7 @@ class Machine:
             argv += ["-display", "none", "-monitor", "none"]
             for path in self.serial_files:
                 argv += ["-serial", f"file:{path}"]
-        return argv + list(self.extra)
+        return argv
 
 
 def qemu_binary() -> str:

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from hotsauce.errors import ConfigError, HotsauceError
+from hotsauce.errors import ChecksumMismatch, ConfigError
 
 KERNEL_NAME = "vmlinuz"
 RAMDISK_NAME = "initrd.img"
@@ -85,10 +85,6 @@ def write_checksum(path: Path) -> Path:
     checksum_path = path.with_name(path.name + CHECKSUM_SUFFIX)
     checksum_path.write_text(f"{sha256_of(path)}  {path.name}\n")
     return checksum_path
-
-
-class ChecksumMismatch(HotsauceError):
-    exit_status = 2
 
 
 def verify_set(folder: Path) -> Manifest:
