@@ -9,6 +9,8 @@ packages=(
   mmdebstrap            # Debian bases
   qemu-utils            # qemu-img: convert and check images
   qemu-system-x86       # hotsauce boot
+  libvirt-daemon-system libvirt-clients  # the libvirt tests: their own libvirtd, virsh
+  libxml2-utils         # virt-xml-validate checks libvirt.xml against libvirt's schema
   fdisk                 # sfdisk: the partition table
   e2fsprogs xfsprogs btrfs-progs   # --fs-type
   zstd pigz xz-utils bzip2         # archives
