@@ -23,7 +23,7 @@ from pathlib import Path
 
 from hotsauce.host.proc import child_process
 
-START_SECONDS = 30
+START_SECONDS = 120
 
 QEMU_CONF = """\
 user = "root"
@@ -111,12 +111,14 @@ def private_libvirtd(folder: Path) -> Iterator[Libvirt]:
 
 
 def _wait_until_it_answers(libvirt: Libvirt, daemon: subprocess.Popen[bytes]) -> None:
+    """Until `virsh version` names the hypervisor: libvirtd has probed QEMU's capabilities
+    (a few seconds, more on a busy machine), which every later command needs."""
     deadline = time.monotonic() + START_SECONDS
-    while time.monotonic() < deadline:
+    while (left := deadline - time.monotonic()) > 0:
         if daemon.poll() is not None:
             raise AssertionError(f"libvirtd exited with status {daemon.returncode}: {libvirt.daemon_log()[-2000:]}")
-        with suppress(VirshFailed):
-            libvirt.virsh("version", timeout=10)
+        with suppress(VirshFailed, subprocess.TimeoutExpired):
+            libvirt.virsh("version", timeout=left)
             return
         time.sleep(0.3)
     raise AssertionError(f"libvirtd did not answer within {START_SECONDS} s: {libvirt.daemon_log()[-2000:]}")
