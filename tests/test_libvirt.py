@@ -37,6 +37,7 @@ from hotsauce.output.imageset import (
     write_checksum,
 )
 from hotsauce.output.libvirt import domain_name, domain_xml, write_libvirt_xml
+from hotsauce.output.publish import publish
 from hotsauce.output.unpack import place_moved_set, unpack_set
 from tests.images import run_hotsauce
 from tests.libvirt_daemon import Libvirt, private_libvirtd
@@ -185,6 +186,16 @@ def test_a_named_network_replaces_user_mode_networking() -> None:
 
 
 # ---- hotsauce unpack, on hand-made sets -------------------------------------------------------------
+
+
+def test_a_published_folder_set_names_its_files_where_they_were_published(tmp_path: Path) -> None:
+    # No kernel: nothing for the KVM probe to boot, so no QEMU in the quick subset.
+    staging = make_fake_set(tmp_path / ".out.partial", sample_manifest(kernel=None, ramdisk=None))
+    publish(staging, tmp_path / "out", compress=False, force=False)
+    xml_file = tmp_path / "out" / LIBVIRT_NAME
+    assert parsed(xml_file).find("devices/disk/source").get("file") == str(tmp_path / "out" / "root.qcow2")  # type: ignore[union-attr]
+    assert validate(xml_file).returncode == 0, validate(xml_file).stderr
+    verify_set(tmp_path / "out")
 
 
 def test_unpack_verifies_the_set_and_writes_libvirt_xml_for_where_the_files_are(tmp_path: Path) -> None:
@@ -362,3 +373,28 @@ def read_console_until(pty: Path, wanted: bytes, log: Path) -> bytes:
         return seen
     finally:
         os.close(fd)
+
+
+@pytest.mark.integration
+def test_the_private_libvirtd_leaves_no_domain_qemu_or_daemon_behind_when_a_test_fails(
+    folder_set: Path, tmp_path: Path
+) -> None:
+    """A domain left defined and running by a failing test goes with the daemon (no boot: it is
+    destroyed seconds after it starts)."""
+    if shutil.which("libvirtd") is None:
+        pytest.skip("libvirtd is not installed (scripts/install-deps.sh installs libvirt)")
+    name = domain_name(Manifest.read(folder_set))
+    folder = tmp_path / "instance"
+    with pytest.raises(RuntimeError, match="the test failed"), private_libvirtd(folder) as instance:
+        instance.virsh("define", folder_set / LIBVIRT_NAME)
+        instance.virsh("start", name)
+        daemon_pid = int((folder / "run" / "libvirtd.pid").read_text())
+        raise RuntimeError("the test failed")
+    assert list((folder / "etc" / "qemu").glob("*.xml")) == []  # undefined
+    assert qemu_processes_of(name) == []
+    assert not Path(f"/proc/{daemon_pid}").exists()
+
+
+def qemu_processes_of(domain: str) -> list[str]:
+    found = subprocess.run(["pgrep", "-a", "-f", f"qemu-system.*guest={domain}"], capture_output=True, text=True)
+    return found.stdout.splitlines()

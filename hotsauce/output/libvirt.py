@@ -110,8 +110,12 @@ def _header(manifest: Manifest, placed_at: Path | None, accel: Accel) -> str:
         f"for its files in {placed_at.absolute()}" if placed_at is not None
         else "with file names relative to the set: `hotsauce unpack` writes it for where they land"
     )
-    why = ("KVM ran the set's kernel on the host that wrote it" if accel is Accel.KVM
-           else "software emulation, as KVM did not run the set's kernel on the host that wrote it")
+    if placed_at is None:
+        why = "software emulation until then"
+    elif accel is Accel.KVM:
+        why = "KVM ran the set's kernel on the host that wrote this"
+    else:
+        why = "software emulation, as KVM did not run the set's kernel on the host that wrote this"
     comment = (f"written by hotsauce {manifest.hotsauce_version} for build {manifest.build_id}, {where}; "
                f"type '{DOMAIN_TYPES[accel]}': {why}")
     return f"<!-- {comment.replace('--', '-')} -->\n"  # a comment may not hold a double hyphen
