@@ -26,7 +26,18 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}"
   apt-get update -qq
+  # libvirt-daemon-system would start libvirtd and virtlogd; the tests start their own libvirtd
+  # and stop it. A policy-rc.d that refuses keeps the install from starting any service
+  # (unless the host has its own policy), so nothing is left running.
+  refuse=/usr/sbin/policy-rc.d
+  if [ ! -e "$refuse" ]; then
+    trap 'rm -f "$refuse"' EXIT
+    printf '#!/bin/sh\nexit 101\n' > "$refuse" && chmod 755 "$refuse"
+  else
+    refuse=
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ -n "$refuse" ]; then rm -f "$refuse"; trap - EXIT; fi
 fi
 
 venv="$here/.venv"
