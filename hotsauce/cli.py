@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "hotsauce.commands.build",
     "hotsauce.commands.boot",
     "hotsauce.commands.upload",
+    "hotsauce.commands.unpack",
     "hotsauce.commands.init",
     "hotsauce.commands.cache",
     "hotsauce.commands.cleanup",

@@ -17,6 +17,10 @@ class ConfigError(HotsauceError):
     exit_status = 2
 
 
+class UnknownLayout(ConfigError):
+    """A set's manifest names a layout or boot mode this hotsauce cannot describe to libvirt."""
+
+
 class ModuleFailed(HotsauceError):
     """A module (Python or Ansible) failed while it ran against the image."""
 

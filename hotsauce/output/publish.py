@@ -11,7 +11,6 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 from hotsauce.config import ImageFormat
 from hotsauce.errors import ConfigError
@@ -19,7 +18,9 @@ from hotsauce.events import Emit, ignore
 from hotsauce.host import ledger, proc
 from hotsauce.image import archive
 from hotsauce.image.disk import Partition
-from hotsauce.output.imageset import LIBVIRT_NAME, Manifest, write_checksum
+from hotsauce.output.imageset import Manifest, write_checksum
+from hotsauce.output.libvirt import place_set
+from hotsauce.output.libvirt import write_libvirt_xml as write_libvirt_xml  # build.py calls it from here
 
 SET_FILE_MODE = 0o644
 
@@ -64,47 +65,6 @@ def convert_root_image(disk: Path, partition: Partition, target: Path,
     os.chmod(target, SET_FILE_MODE)
 
 
-def write_libvirt_xml(folder: Path, manifest: Manifest, memory_mib: int = 1024) -> Path:
-    """A domain that boots the set's kernel, ramdisk and root image.
-
-    File names are relative to the set's folder; libvirt wants absolute
-    paths, so `virsh define` needs them rewritten to where the set is.
-    """
-    boot = ""
-    if manifest.kernel and manifest.ramdisk:
-        boot = (f"    <kernel>{escape(manifest.kernel)}</kernel>\n"
-                f"    <initrd>{escape(manifest.ramdisk)}</initrd>\n"
-                f"    <cmdline>{escape(manifest.kernel_cmdline)}</cmdline>\n")
-    xml = f"""<domain type='kvm'>
-  <!-- written by hotsauce {escape(manifest.hotsauce_version)}, build {escape(manifest.build_id)};
-       paths are relative to this folder: make them absolute before `virsh define` -->
-  <name>hotsauce-{escape(manifest.build_id)}</name>
-  <memory unit='MiB'>{memory_mib}</memory>
-  <vcpu>2</vcpu>
-  <os>
-    <type arch='x86_64'>hvm</type>
-{boot}  </os>
-  <features><acpi/></features>
-  <devices>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='{escape(manifest.image_format)}'/>
-      <source file='{escape(manifest.root)}'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <interface type='network'>
-      <source network='default'/>
-      <model type='virtio'/>
-    </interface>
-    <serial type='pty'><target port='0'/></serial>
-    <console type='pty'><target type='serial' port='0'/></console>
-  </devices>
-</domain>
-"""
-    path = folder / LIBVIRT_NAME
-    path.write_text(xml)
-    return path
-
-
 def write_checksums(folder: Path, manifest: Manifest) -> None:
     for name in manifest.files():
         path = folder / name
@@ -125,6 +85,7 @@ def publish(staging: Path, output: Path, *, compress: bool, force: bool, emit: E
             finally:
                 partial.unlink(missing_ok=True)
         return
+    place_set(staging, output, emit=emit)  # libvirt.xml for the files where they are about to be
     _replace(staging, output, force)
 
 
