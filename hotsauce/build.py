@@ -173,7 +173,7 @@ def _build_into(config: BuildConfig, options: BuildOptions, plan: Plan, fetched:
     with disk.attached(image, partition) as device:
         with stage(emit, "format", times):
             disk.make_filesystem(device, options.fs_type)
-        with disk.mounted(device, work / "root") as root:
+        with disk.root_filesystem_mounted(device, work / "root") as root:
             os_release = _fill_and_finish(config, plan, fetched, cache, log_dir, root, staging, emit, times)
     with stage(emit, "convert", times):
         root_name = root_image_name(options.image_format.value)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from hotsauce.boot.probe import PROBE_DEVICE, PROBE_SERIAL, probe_cmdline, write_probe_disk
 from hotsauce.boot.qemu import GUEST_CPUS, GUEST_MEMORY_MB, Accel, Drive, qemu_binary
-from hotsauce.errors import ConfigError, HotsauceError
+from hotsauce.errors import ConfigError, FirmwareMissing
 from hotsauce.host import proc
 from hotsauce.image import disk
 from hotsauce.image.partitions import read_gpt
@@ -38,10 +38,6 @@ _LINUX_LINE = re.compile(r"^(\s*linux(?:efi)?\s.*?)\s*$")
 class Firmware(StrEnum):
     BIOS = "bios"  # SeaBIOS, QEMU's own
     UEFI = "uefi"  # OVMF, from Debian's ovmf package
-
-
-class FirmwareMissing(HotsauceError):
-    """OVMF is not installed on this host."""
 
 
 def parse_firmware(value: str) -> Firmware:
@@ -134,7 +130,7 @@ def scratch_disk(folder: Path, manifest: Manifest, work: Path, extra_cmdline: st
         with scratch.open("r+b") as file:
             file.truncate(disk_size)
     root_partition = read_gpt(scratch).root
-    with disk.attached(scratch, root_partition) as device, disk.mounted(device, work / "root") as root:
+    with disk.attached(scratch, root_partition) as device, disk.root_filesystem_mounted(device, work / "root") as root:
         arm_probe(root, extra_cmdline)
     return scratch
 

@@ -138,7 +138,7 @@ def mounted_disk(image: Path, size: int, fs_type: FsType, mountpoint: Path, emit
         with stage(emit, "format", times):
             disk.make_filesystem(devices.root, fs_type)
             make_esp(devices.esp)
-        with disk.mounted(devices.root, mountpoint):
+        with disk.root_filesystem_mounted(devices.root, mountpoint):
             yield devices
 
 
