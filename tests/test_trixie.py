@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.images import run_hotsauce
+from tests.test_disk_layout import boot
 
 pytestmark = [pytest.mark.integration, pytest.mark.boot]
 
 TRIXIE_YAML = "base:\n  debian:\n    suite: trixie\nadd_users: [alice]\nmodules: [add_user]\n"
-BOOT_TIMEOUT = "600"
 
 
 def build_trixie(project: Path, *args: str) -> Path:
@@ -23,14 +22,6 @@ def build_trixie(project: Path, *args: str) -> Path:
     result = run_hotsauce("build", "-s", "2G", "-o", output, *args, cwd=project, timeout=1800)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return output
-
-
-def boot(image_set: Path, log_dir: Path, *args: str) -> dict[str, Any]:
-    result = run_hotsauce("boot", image_set, "--json", "--timeout", BOOT_TIMEOUT, "--log-dir", log_dir, *args,
-                          cwd=image_set.parent, timeout=900)
-    verdict: dict[str, Any] = json.loads(result.stdout) if result.stdout.strip().startswith("{") else {}
-    assert verdict.get("ok"), result.stdout[-2000:] + result.stderr[-2000:]
-    return verdict
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TypeVar
 
 from hotsauce.errors import ConfigError
+
+Choice = TypeVar("Choice", bound=StrEnum)
 
 
 class Layout(StrEnum):
@@ -32,16 +35,16 @@ class BootMode(StrEnum):
 
 
 def parse_layout(value: object, where: str) -> Layout:
-    try:
-        return Layout(str(value))
-    except ValueError:
-        raise ConfigError(f"{where}: unknown layout {value!r}; choose one of "
-                          + ", ".join(layout.value for layout in Layout)) from None
+    return _parse_choice(Layout, value, where, "layout")
 
 
 def parse_boot_mode(value: object, where: str) -> BootMode:
+    return _parse_choice(BootMode, value, where, "boot mode")
+
+
+def _parse_choice(kind: type[Choice], value: object, where: str, what: str) -> Choice:
     try:
-        return BootMode(str(value))
+        return kind(str(value))
     except ValueError:
-        raise ConfigError(f"{where}: unknown boot mode {value!r}; choose one of "
-                          + ", ".join(mode.value for mode in BootMode)) from None
+        raise ConfigError(f"{where}: unknown {what} {value!r}; choose one of "
+                          + ", ".join(member.value for member in kind)) from None
