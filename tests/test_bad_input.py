@@ -18,8 +18,8 @@ import pytest
 
 from tests.faults.checks import assert_nothing_left
 from tests.faults.projects import tiny_root_tarball
+from tests.faults.scene import Scene, make_scene
 from tests.images import run_hotsauce
-from tests.test_faults import Scene, make_scene
 
 pytestmark = pytest.mark.integration
 

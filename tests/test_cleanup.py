@@ -14,9 +14,9 @@ import pytest
 
 from tests.faults.checks import leftovers_under
 from tests.faults.running import hotsauce_env, start_in_background, wait_for
+from tests.faults.scene import Scene, make_scene
 from tests.faults.shims import path_with, shim_folder, started_marker
 from tests.images import run_hotsauce
-from tests.test_faults import Scene, make_scene
 
 pytestmark = pytest.mark.integration
 
