@@ -210,10 +210,6 @@ def test_a_root_archive_member_leaving_the_root_is_refused(
     assert not Path("/etc/escaped").exists()
 
 
-@pytest.mark.skipif(
-    not (Path(__file__).parent.parent / "hotsauce" / "modules" / "galaxy.py").exists(),
-    reason="the Ansible work (hotsauce/galaxy.py) has not landed yet",
-)
 def test_a_requirements_file_naming_a_role_that_cannot_be_installed_is_named(tmp_path: Path) -> None:
     scene = make_scene(tmp_path, [])
     (scene.project / "requirements.yml").write_text("roles:\n  - name: nobody.no_such_role_anywhere\n")
