@@ -44,7 +44,8 @@ def with_modules(tmp_path: Path, modules: list[str]) -> Scene:
     return make_scene(tmp_path, modules)
 
 
-def with_base(tmp_path: Path, write_base: Callable[[Path], None], extra: str = "") -> Scene:
+def with_base(tmp_path: Path, write_base: Callable[[Path], object], extra: str = "") -> Scene:
+    """A scene over the base archive `write_base` writes at the path it is given (what it returns is ignored)."""
     scene = make_scene(tmp_path, [])
     base = tmp_path / "base.tar"
     write_base(base)

@@ -8,6 +8,7 @@ device, the work folder and the staging folder beside -o.
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -53,8 +54,8 @@ def kill_in_base(tmp_path: Path) -> Scene:
 
 
 @pytest.mark.parametrize("kill", [kill_in_modules, kill_in_base], ids=["in modules", "in base"])
-def test_cleanup_releases_everything_a_sigkilled_build_held(tmp_path: Path, kill: object) -> None:
-    scene = kill(tmp_path)  # type: ignore[operator]
+def test_cleanup_releases_everything_a_sigkilled_build_held(tmp_path: Path, kill: Callable[[Path], Scene]) -> None:
+    scene = kill(tmp_path)
     assert held_by_the_killed_build(scene), "the kill left nothing: the test proves nothing"
 
     result = run_hotsauce("cleanup", cwd=tmp_path, env=scene.env())
