@@ -97,7 +97,8 @@ def build(config: BuildConfig, options: BuildOptions, emit: Emit = ignore) -> Bu
                 with stage(emit, "boot-check", times):
                     _boot_check(staging, options.boot_checks, log_dir / "boot", emit)
             with stage(emit, "publish", times):
-                output.publish(staging, options.output, compress=options.compress, force=options.force, emit=emit)
+                output.publish(staging, options.output, compress=options.compress, force=options.force, emit=emit,
+                               probe_cache=cache.folder("kvm-probe") if cache.enabled else None)
         emit(Event("finished", "publish", str(options.output), {"seconds": times.seconds}))
     return BuildResult(options.output.absolute(), build_id, manifest, times)
 
