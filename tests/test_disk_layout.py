@@ -19,6 +19,7 @@ import pytest
 
 from hotsauce.image.bootloader import CLOUD_DRIVERS
 from hotsauce.image.partitions import BIOS_BOOT_TYPE, ESP_TYPE, read_gpt
+from tests.disk_boots import boot
 from tests.images import run_hotsauce
 
 pytestmark = pytest.mark.integration
@@ -28,7 +29,6 @@ FORMATS = ("qcow2", "raw", "vmdk", "vhdx", "vhd")
 QEMU_NAMES = {"qcow2": ("qcow2", None), "raw": ("raw", None), "vmdk": ("vmdk", "streamOptimized"),
               "vhdx": ("vhdx", None), "vhd": ("vpc", None)}
 DISK_SIZE = 2 << 30
-BOOT_TIMEOUT = "600"
 
 
 @pytest.fixture(scope="module")
@@ -164,14 +164,6 @@ def test_the_manifest_says_what_a_cloud_needs_to_register_the_disk(manifest: dic
     assert manifest["drivers"] == {"ena": True, "nvme": True}
     assert [e["format"] for e in manifest["disk_files"]] == list(FORMATS)
     assert manifest["kernel"] is None and manifest["root"] == "disk.qcow2"
-
-
-def boot(disk_set: Path, log_dir: Path, *args: str) -> dict[str, Any]:
-    result = run_hotsauce("boot", disk_set, "--json", "--timeout", BOOT_TIMEOUT, "--log-dir", log_dir, *args,
-                          cwd=disk_set.parent, timeout=900)
-    verdict: dict[str, Any] = json.loads(result.stdout) if result.stdout.strip().startswith("{") else {}
-    assert verdict.get("booted"), result.stdout[-2000:] + result.stderr[-2000:]
-    return verdict
 
 
 @pytest.mark.boot

@@ -14,7 +14,7 @@ from hotsauce.errors import ConfigError
 from hotsauce.image.partitions import write_gpt
 from hotsauce.output.formats import DiskFormat, convert_disk
 from hotsauce.output.imageset import Manifest, write_checksum
-from tests.test_upload import cloud, downloaded, glance, glance_api, stored, unique_name  # noqa: F401
+from tests.glance_images import downloaded, stored, unique_name
 
 DISK_BYTES = 400 << 20
 
@@ -50,7 +50,7 @@ def hybrid_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.integration
 @pytest.mark.glance
 def test_a_whole_disk_goes_up_as_one_bare_image_with_how_to_boot_it(
-        cloud: str, glance_api: Any, hybrid_set: Path) -> None:  # noqa: F811
+        cloud: str, glance_api: Any, hybrid_set: Path) -> None:
     result = upload_image_set(hybrid_set, name=unique_name(), cloud=cloud, firmware="uefi")
     assert result.kernel_id is None and result.ramdisk_id is None
     image = stored(glance_api, result.image_id)
@@ -64,7 +64,7 @@ def test_a_whole_disk_goes_up_as_one_bare_image_with_how_to_boot_it(
 @pytest.mark.integration
 @pytest.mark.glance
 def test_the_vmdk_of_a_hybrid_disk_goes_up_for_bios_by_default(
-        cloud: str, glance_api: Any, hybrid_set: Path) -> None:  # noqa: F811
+        cloud: str, glance_api: Any, hybrid_set: Path) -> None:
     result = upload_image_set(hybrid_set, name=unique_name(), cloud=cloud, disk_format="vmdk")
     image = stored(glance_api, result.image_id)
     assert (image["disk_format"], image["container_format"]) == ("vmdk", "bare")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.disk_boots import boot
 from tests.images import run_hotsauce
-from tests.test_disk_layout import boot
 
 pytestmark = [pytest.mark.integration, pytest.mark.boot]
 
