@@ -38,7 +38,7 @@ POINTS = [
     FaultPoint("allocation: partition", "disk", "sfdisk"),
     FaultPoint("allocation: attach", "disk", "losetup"),
     FaultPoint("formatting", "format", "mkfs.ext4"),
-    FaultPoint("mounting", "format", "mount"),
+    FaultPoint("mounting", "mount", "mount"),
     FaultPoint("base", "base", "tar"),
     FaultPoint("modules: python", "modules", None),
     FaultPoint("output: convert", "convert", "qemu-img"),
@@ -123,7 +123,10 @@ def test_a_fault_at_any_stage_exits_non_zero_with_one_line_and_leaves_nothing(
         result = run_and_signal(args, cwd=scene.project, env=hotsauce_env(env), marker=marker, sig=sig)
     reason = checked(scene, result, fault, point.label)
     if sig is None:
-        assert reason.startswith(f"hotsauce: {point.stage}: ") or "module 'boom' failed" in reason, reason
+        assert reason.startswith(f"hotsauce: {point.stage}: "), reason
+        assert f"!!! {point.stage} failed after" in result.stderr  # the stage's own bracket saw it fail
+        if point.tool is None:
+            assert reason.endswith("module 'boom' failed: RuntimeError: injected failure in a module (boom.py:2)")
         assert result.returncode == 1
     else:
         assert reason == f"hotsauce: {point.stage}: interrupted by {sig.name}; everything held was released"
