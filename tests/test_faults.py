@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.checks import assert_nothing_left, leftovers_under
+from tests.faults.checks import assert_nothing_left, leftovers_under, processes_rooted_under
 from tests.faults.plugin import record_outcome
 from tests.faults.projects import tiny_root_tarball, write_project
 from tests.faults.running import hotsauce_env, run_and_signal
@@ -173,19 +173,6 @@ ANSIBLE_FAULT_ROLES = {
         "  ansible.builtin.shell: touch /tmp/hotsauce-role-started && exec sleep 300\n"
     ),
 }
-
-
-def processes_rooted_under(folder: Path) -> list[str]:
-    """Live processes whose root directory is below `folder` (a chroot into the image)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if str(Path(entry / "root").resolve()).startswith(str(folder)):
-                    found.append(entry.name)
-            except OSError:
-                continue
-    return found
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
