@@ -15,6 +15,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.faults.projects import TINY_ROOT_FILES
+
 FAKE_DEVICE = "/dev/loop-recorded"
 
 # Answered with success and no output: they would act on devices and mounts.
@@ -48,6 +50,9 @@ class CommandRecorder:
             return subprocess.run(_rootless(argv), input=input_bytes, capture_output=True, check=False)
         if program == "losetup" and "--find" in argv:
             return subprocess.CompletedProcess(argv, 0, f"{FAKE_DEVICE}\n".encode(), b"")
+        if program == "mmdebstrap":
+            _bootstrap_tiny_root(argv)
+            return subprocess.CompletedProcess(argv, 0, b"", b"")
         if program == "qemu-img" and argv[1] == "convert":
             Path(argv[-1]).write_bytes(b"what qemu-img would have converted\n")
             return subprocess.CompletedProcess(argv, 0, b"", b"")
@@ -73,6 +78,16 @@ class CommandRecorder:
                 line = line.replace(str(path), name)
             lines.append(line)
         return lines
+
+
+def _bootstrap_tiny_root(argv: list[str]) -> None:
+    """What mmdebstrap would have made, in small: the tiny root of the fault tests. Its
+    positional arguments are the suite, the target and the sources."""
+    _suite, target, *_sources = [arg for arg in argv[1:] if not arg.startswith("-")]
+    for name, data in TINY_ROOT_FILES.items():
+        path = Path(target) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
 
 
 def _rootless(argv: list[str]) -> list[str]:

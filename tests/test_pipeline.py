@@ -7,6 +7,7 @@ the base really unpacks into a plain folder and the Python module really runs.
 from __future__ import annotations
 
 import os
+import tarfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +138,22 @@ def test_a_download_build_runs_each_device_command_in_pipeline_order(scene: Scen
     assert [argv[:2] for argv in recorder.started] == [["tar", "--extract"]]
     assert result.manifest.os_distro == "tiny"  # read from the base the recorder let tar unpack
     assert (scene.output / "root.qcow2").is_file() and not work.exists() and not staging.exists()
+
+
+def test_a_debian_build_bootstraps_into_the_mounted_root_and_packs_the_set(scene: Scene) -> None:
+    if not list(Path("/etc/apt/sources.list.d").glob("*.sources")):
+        pytest.skip("this host has no deb822 apt sources to bootstrap from")
+    config = scene.project / "build.yaml"
+    config.write_text("base:\n  debian:\n    suite: bookworm\nmodules:\n  - stamp\n")
+    recorder, archive = CommandRecorder(), scene.output.with_name("set.tar.gz")
+    with proc.commands_answered_by(recorder):
+        build(load_config(config), scene.options(output=archive, compress=True))
+    [bootstrap] = [line for line in recorder.transcript(WORK=work_folder(recorder)) if line.startswith("mmdebstrap")]
+    assert " --mode=root " in bootstrap and " bookworm WORK/root deb " in bootstrap
+    assert [Path(argv[0]).name for argv in recorder.started][-2:] in (["pigz", "tar"], ["gzip", "tar"])
+    assert recorder.started[-1][:2] == ["tar", "--create"]
+    with tarfile.open(archive) as packed:
+        assert {"root.qcow2", "vmlinuz", "initrd.img", "manifest.json"} <= set(packed.getnames())
 
 
 def test_a_build_brackets_every_stage_in_order_and_ends_with_finished(scene: Scene) -> None:
