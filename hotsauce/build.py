@@ -107,7 +107,7 @@ def _start(config: BuildConfig, options: BuildOptions, emit: Emit, cancel_reques
     build_id = new_build_id()
     held.enter_context(cancellable(cancel_requested))
     held.enter_context(interruptible())
-    held.enter_context(ledger.recording())
+    recorded = held.enter_context(ledger.recording())
     log_dir, logged = held.enter_context(build_log(cache, build_id, emit))
     stages.emit = checking_cancel(logged)
     stages.emit(Event(EventKind.INFO, Stage.CONFIG, f"build {build_id}; log: {log_dir / 'build.log'}",
@@ -119,7 +119,7 @@ def _start(config: BuildConfig, options: BuildOptions, emit: Emit, cancel_reques
         work = held.enter_context(_work_folder(options))
         staging = held.enter_context(output.staging_folder(options.output))
     return BuildContext(config, options, build_id, cache, log_dir, BuildPaths(work, staging), plan, stages,
-                        cancel_requested)
+                        recorded, cancel_requested)
 
 
 def _boot_check(ctx: BuildContext, checks: Sequence[str]) -> None:

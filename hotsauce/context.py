@@ -2,7 +2,7 @@
 
 `BuildContext` holds what a stage may need: the configuration and options,
 the build's folders, the cache, the log folder, the build id, the stage
-brackets (events, times) and the cancel callable. `Stages` brackets each
+brackets (events, times), the ledger and the cancel callable. `Stages` brackets each
 stage and knows, when something fails, in which stage it was and which
 folder was full: `failure()` turns the error into the one the caller gets.
 """
@@ -22,6 +22,7 @@ from hotsauce.errors import BuildCancelled, BuildFailed, Cancelled, ConfigError,
 from hotsauce.events import Emit, Event, EventKind, Stage, StageTimes, ignore, stage
 from hotsauce.host import cancel
 from hotsauce.host.cancel import CancelRequested
+from hotsauce.host.ledger import Ledger
 from hotsauce.host.sizes import human_size
 from hotsauce.modules.resolve import ResolvedModule
 from hotsauce.store.cache import Cache
@@ -153,6 +154,7 @@ class BuildContext:
     paths: BuildPaths
     plan: Plan
     stages: Stages
+    ledger: Ledger | None  # what the build holds, for `hotsauce cleanup`; None without a writable run folder
     cancel: CancelRequested | None  # asked at stage boundaries and in long waits (hotsauce.host.cancel)
 
     @property
