@@ -184,7 +184,7 @@ def _build_into(ctx: BuildContext, source: DebianBase | FetchedBase) -> Manifest
         with ctx.stage(Stage.FORMAT):
             disk.make_filesystem(device, ctx.options.fs_type)
         with ctx.stage(Stage.MOUNT):
-            root = image.enter_context(disk.mounted(device, ctx.paths.root))
+            root = image.enter_context(disk.root_filesystem_mounted(device, ctx.paths.root))
         runs = plan_runs(ctx.plan.modules)
         with ctx.stage(Stage.BASE):
             layers, done = _fill_root(ctx, root, source, runs)
