@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,9 +21,19 @@ def kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+def probe_recording_into(probes: list[Path]) -> Callable[[Path, float], bool]:
+    """A stand-in for the QEMU probe that notes each kernel it is asked about and answers no."""
+
+    def probe(kernel: Path, seconds: float) -> bool:
+        probes.append(kernel)
+        return False
+
+    return probe
+
+
 def test_a_remembered_verdict_is_used_without_booting_anything(kernel: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     probes: list[Path] = []
-    monkeypatch.setattr(qemu, "_probe_kvm", lambda k, seconds: probes.append(k) or False)
+    monkeypatch.setattr(qemu, "_probe_kvm", probe_recording_into(probes))
     assert qemu.kvm_runs_kernel(kernel) is False
     assert qemu.kvm_runs_kernel(kernel) is False
     assert probes == [kernel]
@@ -32,7 +43,7 @@ def test_a_remembered_verdict_is_used_without_booting_anything(kernel: Path, mon
 
 def test_another_kernel_is_probed_anew(kernel: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     probes: list[Path] = []
-    monkeypatch.setattr(qemu, "_probe_kvm", lambda k, seconds: probes.append(k) or False)
+    monkeypatch.setattr(qemu, "_probe_kvm", probe_recording_into(probes))
     other = kernel.with_name("vmlinuz-other")
     other.write_bytes(b"another kernel")
     qemu.kvm_runs_kernel(kernel)
