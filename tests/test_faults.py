@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from hotsauce.events import Stage
 from tests.faults.checks import assert_nothing_left, leftovers_under, processes_rooted_under
 from tests.faults.plugin import record_outcome
 from tests.faults.projects import write_project
@@ -31,19 +32,19 @@ pytestmark = pytest.mark.integration
 @dataclass(frozen=True)
 class FaultPoint:
     label: str  # the row of the outcome table
-    stage: str  # the stage the one-line reason must name
+    stage: Stage  # the stage the one-line reason must name
     tool: str | None  # the host tool shimmed there; None: a Python module ('boom' or 'sleepy')
 
 
 POINTS = [
-    FaultPoint("allocation: partition", "disk", "sfdisk"),
-    FaultPoint("allocation: attach", "disk", "losetup"),
-    FaultPoint("formatting", "format", "mkfs.ext4"),
-    FaultPoint("mounting", "mount", "mount"),
-    FaultPoint("base", "base", "tar"),
-    FaultPoint("modules: python", "modules", None),
-    FaultPoint("output: convert", "convert", "qemu-img"),
-    FaultPoint("compression", "publish", "pigz"),
+    FaultPoint("allocation: partition", Stage.DISK, "sfdisk"),
+    FaultPoint("allocation: attach", Stage.DISK, "losetup"),
+    FaultPoint("formatting", Stage.FORMAT, "mkfs.ext4"),
+    FaultPoint("mounting", Stage.MOUNT, "mount"),
+    FaultPoint("base", Stage.BASE, "tar"),
+    FaultPoint("modules: python", Stage.MODULES, None),
+    FaultPoint("output: convert", Stage.CONVERT, "qemu-img"),
+    FaultPoint("compression", Stage.PUBLISH, "pigz"),
 ]
 FAULTS = {"failure": None, "SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM}
 
