@@ -89,7 +89,8 @@ def build(config: BuildConfig, options: BuildOptions, emit: Emit = ignore, *,
                     _boot_check(ctx, options.boot_checks)
             with ctx.stage(Stage.PUBLISH):
                 output.publish(ctx.paths.staging, options.output, compress=options.compress,
-                               force=options.force, emit=ctx.emit)
+                               force=options.force, emit=ctx.emit,
+                               probe_cache=ctx.cache.folder("kvm-probe") if ctx.cache.enabled else None)
             ctx.emit(Event(EventKind.FINISHED, Stage.PUBLISH, str(options.output), {"seconds": ctx.times.seconds}))
     except BaseException as error:
         failure = stages.failure(error, options)

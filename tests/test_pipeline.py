@@ -59,7 +59,7 @@ class Scene:
 @pytest.fixture
 def scene(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Scene:
     monkeypatch.setenv(RUN_DIR_ENV, str(tmp_path / "run"))
-    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))  # where the KVM probe keeps its verdict
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))  # nothing of a test build in the default cache
     marker = tmp_path / "cancel-requested"
     monkeypatch.setenv("HOTSAUCE_TEST_CANCEL", str(marker))
     project = write_project(tmp_path / "project", tiny_root_tarball(tmp_path / "tiny-root.tar"), [])
