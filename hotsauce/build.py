@@ -298,4 +298,5 @@ def _manifest(ctx: BuildContext, root_name: str, os_release: Mapping[str, str]) 
         os_version=os_release.get("VERSION_ID"),
         hotsauce_version=__version__,
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        hostname=ctx.config.hostname,
     )
