@@ -8,19 +8,15 @@ for a disk a hybrid boot and a qcow2 file.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from hotsauce.config import BuildConfig, BuildOptions, DebianBase, DownloadBase, FsType, ImageFormat
 from hotsauce.errors import ConfigError
-from hotsauce.events import Emit, StageTimes, stage
 from hotsauce.image import disk
 from hotsauce.image.esp import make_esp
 from hotsauce.image.layout import BootMode, Layout, parse_boot_mode, parse_layout
-from hotsauce.image.partitions import DiskDevices, attached_disk, check_disk_size, write_gpt
+from hotsauce.image.partitions import DiskDevices, check_disk_size, write_gpt
 from hotsauce.output.formats import DiskFormat, Qcow2Compression, parse_compression, parse_formats
 
 MIB = 1 << 20
@@ -127,21 +123,12 @@ def disk_size(size: int) -> int:
     return -(-size // MIB) * MIB
 
 
-@contextmanager
-def mounted_disk(image: Path, size: int, fs_type: FsType, mountpoint: Path, emit: Emit,
-                 times: StageTimes) -> Iterator[DiskDevices]:
-    """A GPT disk of `size`, its partitions attached and formatted, its root mounted at `mountpoint`."""
-    with stage(emit, "disk", times):
-        disk.allocate(image, disk_size(size))
-        write_gpt(image)
-    with attached_disk(image) as devices:
-        with stage(emit, "format", times):
-            disk.make_filesystem(devices.root, fs_type)
-            make_esp(devices.esp)
-        with disk.root_filesystem_mounted(devices.root, mountpoint):
-            yield devices
+def allocate_disk(image: Path, size: int) -> None:
+    """A sparse file of `size` (in whole MiB) with the GPT of the whole-disk layout."""
+    disk.allocate(image, disk_size(size))
+    write_gpt(image)
 
 
-def settings_data(settings: DiskSettings) -> Mapping[str, Any]:
-    return {"boot": settings.boot.value, "formats": [f.value for f in settings.formats],
-            "qcow2_compression": settings.compression.value, "architecture": settings.architecture}
+def format_disk(devices: DiskDevices, fs_type: FsType) -> None:
+    disk.make_filesystem(devices.root, fs_type)
+    make_esp(devices.esp)
