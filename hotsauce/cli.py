@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "hotsauce.commands.boot",
     "hotsauce.commands.upload",
     "hotsauce.commands.init",
+    "hotsauce.commands.schema",
     "hotsauce.commands.cache",
     "hotsauce.commands.cleanup",
 )

@@ -1,8 +1,9 @@
 """Python modules: a file with `def modify(name, root, cfg)`, run in this process.
 
 `name` is the module's name as listed, `root` the mounted root's path (a
-str, as it always was), `cfg` a deep copy of the build configuration, so a
-module cannot change what later modules see. Raising fails the build.
+str, as it always was), `cfg` a deep copy of the build configuration with
+the defaults of the keys the module declares, so a module cannot change what
+later modules see. Raising fails the build.
 Module authors reach paths inside the image through
 `hotsauce.rootpath.inside(root, path)`, which never leaves the root.
 """
@@ -16,18 +17,26 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hotsauce.config import NOTHING
 from hotsauce.errors import Interrupted, ModuleFailed
-from hotsauce.modules.resolve import ResolvedModule
+from hotsauce.modules.resolve import ResolvedModule, python_module_keys
 
 
 def run_python_module(module: ResolvedModule, root: Path, cfg: Mapping[str, Any]) -> None:
     modify = _load_modify(module)
     try:
-        modify(module.name, str(root), copy.deepcopy(dict(cfg)))
+        modify(module.name, str(root), copy.deepcopy(cfg_for(module, cfg)))
     except Interrupted:
         raise  # SIGTERM while the module ran: not the module's failure
     except Exception as error:
         raise ModuleFailed(module.name, _describe(error, module.path)) from error
+
+
+def cfg_for(module: ResolvedModule, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The build configuration with the defaults of the keys the module declares."""
+    defaults = {key.name: key.default for key in python_module_keys(module.path, str(module.path))
+                if key.default is not NOTHING}
+    return {**defaults, **cfg}
 
 
 def _load_modify(module: ResolvedModule) -> Any:
