@@ -466,14 +466,17 @@ def _default(section: Section, name: str, convert: Callable[[Any], Any] = copy.d
 
 def find_key(path: str) -> Key:
     """The declaration of a dotted build.yaml path (`base.debian.suite`)."""
-    section, found = BUILD_YAML, None
-    for name in path.split("."):
-        found = section.key(name)
-        if found is None:
+    *parents, last = path.split(".")
+    section: Section = BUILD_YAML
+    for name in parents:
+        parent = section.key(name)
+        if parent is None or not isinstance(parent.type, Section):
             raise LookupError(f"no key {path!r} in build.yaml's table")
-        section = found.type if isinstance(found.type, Section) else Section()
-    assert found is not None
-    return found
+        section = parent.type
+    key = section.key(last)
+    if key is None:
+        raise LookupError(f"no key {path!r} in build.yaml's table")
+    return key
 
 
 def value_at(data: Mapping[str, Any], path: str) -> Any:

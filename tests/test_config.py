@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -153,3 +155,14 @@ def test_a_key_added_to_the_table_is_validated_defaulted_and_documented(monkeypa
     assert "| `layout` |" in keys_table_markdown()
     assert "layout" in json_schema()["properties"]
     assert "# layout: ext4" in default_config_text()
+
+
+def test_hotsauce_build_refuses_an_unsupported_architecture_before_allocating(tmp_path: Path) -> None:
+    write(tmp_path, "base:\n  debian:\n    architecture: arm64\n")
+    result = subprocess.run([sys.executable, "-m", "hotsauce", "build", "-s", "1G", "-o", "out"], cwd=tmp_path,
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"hotsauce: {tmp_path / 'build.yaml'}: base.debian.architecture: expected amd64 (the only architecture "
+        "hotsauce builds), got 'arm64'"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["build.yaml"]
