@@ -11,6 +11,7 @@ from hotsauce.config import ModuleKeys, ModuleKind, check_unknown_keys, load_con
 from hotsauce.errors import ConfigError
 from hotsauce.modules.builtins import builtin_folder
 from hotsauce.modules.resolve import (
+    CfgReads,
     cfg_reads,
     module_search,
     plan_runs,
@@ -119,6 +120,12 @@ def keys_of(tmp_path: Path, modules: str, extra: str = "") -> tuple[ModuleKeys, 
     return keys, check_unknown_keys(config, keys)
 
 
+def test_a_key_read_in_a_helper_of_the_same_file_is_found(tmp_path: Path) -> None:
+    (tmp_path / "m.py").write_text("def text_of(settings):\n    return settings['stamp_text']\n\n"
+                                   "def modify(name, root, cfg):\n    return text_of(cfg)\n")
+    assert cfg_reads(tmp_path / "m.py") == CfgReads(frozenset({"stamp_text"}), True)
+
+
 def test_keys_a_python_module_reads_by_literal_name_count_as_declared(tmp_path: Path) -> None:
     (tmp_path / "python_modules").mkdir(exist_ok=True)
     (tmp_path / "python_modules" / "stamp.py").write_text(PROTOTYPE_MODULE)
@@ -150,6 +157,9 @@ def test_an_unknown_key_is_a_warning_naming_the_nearest_key_when_a_module_reads_
     ("def modify(name, root, config):\n    return config['a']\n", True),
     ("def modify(name, root, cfg):\n    k = 'a'\n    return cfg[k]\n", False),
     ("def modify(name, root, cfg):\n    helper(cfg)\n", False),
+    ("def helper(c):\n    return c['a']\n\ndef modify(name, root, cfg):\n    return helper(cfg)\n", True),
+    ("def helper(c):\n    return c.items()\n\ndef modify(name, root, cfg):\n    return helper(c=cfg)\n", False),
+    ("def again(c):\n    return again(c)\n\ndef modify(name, root, cfg):\n    return again(cfg)\n", True),
     ("def modify(name, root, cfg):\n    return dict(**cfg)\n", False),
     ("def modify(*args):\n    return args[2]['a']\n", False),
     ("def modify(name, root, cfg):\n    return name\n", True),

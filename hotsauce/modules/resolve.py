@@ -16,7 +16,7 @@ call; a Python module between them splits the run.
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -241,28 +241,59 @@ _NAMED_READS = {"get", "pop", "setdefault"}
 def cfg_reads(path: Path) -> CfgReads:
     """How a Python module's modify reads its `cfg`, from its source.
 
-    `cfg["x"]`, `cfg.get("x")` and `"x" in cfg` name the key they read; any
-    other use of the parameter (`cfg[name]`, `cfg.items()`, `json.dumps(cfg)`,
-    cfg handed to another function) could read any key.
+    `cfg["x"]`, `cfg.get("x")` and `"x" in cfg` name the key they read, and
+    cfg handed to a function of the same file is followed there; any other
+    use (`cfg[name]`, `cfg.items()`, `json.dumps(cfg)`, cfg handed elsewhere)
+    could read any key.
     """
     tree = ast.parse(path.read_text(), str(path))
-    modify = next((n for n in reversed(tree.body) if isinstance(n, ast.FunctionDef) and n.name == "modify"), None)
+    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    modify = functions.get("modify")
     if modify is None:
         return CfgReads(frozenset(), True)
     parameters = [*modify.args.posonlyargs, *modify.args.args]
     if len(parameters) < 3:  # modify(*args): cfg has no name to follow
         return CfgReads(frozenset(), modify.args.vararg is None)
-    cfg = parameters[2].arg
+    return _reads_in(modify, parameters[2].arg, functions, set())
+
+
+def _reads_in(function: ast.FunctionDef, cfg: str, functions: Mapping[str, ast.FunctionDef],
+              followed: set[tuple[str, str]]) -> CfgReads:
+    """The keys `function` reads from its parameter `cfg`, following it into the file's functions."""
+    if (function.name, cfg) in followed:  # recursion: already being read
+        return CfgReads(frozenset(), True)
+    followed.add((function.name, cfg))
     names: set[str] = set()
-    understood: set[int] = set()  # ids of the uses of cfg whose key is named
-    for node in ast.walk(modify):
-        read = _named_read(node, cfg)
-        if read is not None:
-            use, key = read
+    complete = True
+    understood: set[int] = set()  # ids of the uses of cfg that were accounted for
+    for node in ast.walk(function):
+        if (read := _named_read(node, cfg)) is not None:
+            understood.add(id(read[0]))
+            names.add(read[1])
+        elif (handed := _handed_to_local_function(node, cfg, functions)) is not None:
+            use, callee, parameter = handed
+            inner = _reads_in(callee, parameter, functions, followed)
             understood.add(id(use))
-            names.add(key)
-    uses = [n for n in ast.walk(modify) if isinstance(n, ast.Name) and n.id == cfg]
-    return CfgReads(frozenset(names), all(id(use) in understood for use in uses))
+            names |= inner.names
+            complete = complete and inner.complete
+    uses = [n for n in ast.walk(function) if isinstance(n, ast.Name) and n.id == cfg]
+    return CfgReads(frozenset(names), complete and all(id(use) in understood for use in uses))
+
+
+def _handed_to_local_function(node: ast.AST, cfg: str, functions: Mapping[str, ast.FunctionDef]
+                              ) -> tuple[ast.Name, ast.FunctionDef, str] | None:
+    """(the use of cfg, the function, its parameter) for `helper(..., cfg, ...)` where helper is in the file."""
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in functions):
+        return None
+    callee = functions[node.func.id]
+    parameters = [a.arg for a in (*callee.args.posonlyargs, *callee.args.args)]
+    for position, argument in enumerate(node.args):
+        if isinstance(argument, ast.Name) and argument.id == cfg and position < len(parameters):
+            return argument, callee, parameters[position]
+    for keyword in node.keywords:
+        if isinstance(keyword.value, ast.Name) and keyword.value.id == cfg and keyword.arg in parameters:
+            return keyword.value, callee, keyword.arg
+    return None
 
 
 def _named_read(node: ast.AST, cfg: str) -> tuple[ast.Name, str] | None:
