@@ -93,7 +93,8 @@ def build(config: BuildConfig, options: BuildOptions, emit: Emit = ignore) -> Bu
                 with stage(emit, "boot-check", times):
                     _boot_check(staging, options.boot_checks, log_dir / "boot", emit)
             with stage(emit, "publish", times):
-                output.publish(staging, options.output, compress=options.compress, force=options.force, emit=emit)
+                output.publish(staging, options.output, compress=options.compress, force=options.force, emit=emit,
+                               probe_cache=cache.folder("kvm-probe") if cache.enabled else None)
         emit(Event("finished", "publish", str(options.output), {"seconds": times.seconds}))
     return BuildResult(options.output.absolute(), build_id, manifest, times)
 
@@ -167,7 +168,7 @@ def _build_into(config: BuildConfig, options: BuildOptions, plan: Plan, fetched:
     with disk.attached(image, partition) as device:
         with stage(emit, "format", times):
             disk.make_filesystem(device, options.fs_type)
-        with disk.mounted(device, work / "root") as root:
+        with disk.root_filesystem_mounted(device, work / "root") as root:
             runs = plan_runs(plan.modules)
             with stage(emit, "base", times):
                 layers, done = _fill_root(config, cache, root, fetched, runs, emit)

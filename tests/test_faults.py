@@ -19,8 +19,9 @@ import pytest
 
 from tests.faults.checks import assert_nothing_left, leftovers_under
 from tests.faults.plugin import record_outcome
-from tests.faults.projects import tiny_root_tarball, write_project
+from tests.faults.projects import write_project
 from tests.faults.running import hotsauce_env, run_and_signal
+from tests.faults.scene import Scene, make_scene
 from tests.faults.shims import path_with, shim_folder, started_marker
 from tests.images import run_hotsauce
 
@@ -45,37 +46,6 @@ POINTS = [
     FaultPoint("compression", "publish", "pigz"),
 ]
 FAULTS = {"failure": None, "SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM}
-
-
-@dataclass(frozen=True)
-class Scene:
-    scratch: Path
-    project: Path
-    work: Path
-    output: Path
-    run_dir: Path
-    cache: Path
-
-    def build_args(self, *extra: str) -> list[str | Path]:
-        return ["build", "-s", "128M", "-o", self.output, "--work-dir", self.work, "--cache-dir", self.cache, *extra]
-
-    def env(self, **extra: str) -> dict[str, str]:
-        return {"HOTSAUCE_RUN_DIR": str(self.run_dir), **extra}
-
-
-def make_scene(tmp_path: Path, modules: list[str]) -> Scene:
-    tarball = tiny_root_tarball(tmp_path / "tiny-root.tar")
-    scene = Scene(
-        tmp_path,
-        write_project(tmp_path / "project", tarball, modules),
-        tmp_path / "work",
-        tmp_path / "out" / "set.tar.gz",
-        tmp_path / "run",
-        tmp_path / "cache",
-    )
-    for folder in (scene.work, scene.output.parent, scene.run_dir):
-        folder.mkdir(parents=True, exist_ok=True)
-    return scene
 
 
 def checked(

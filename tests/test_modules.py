@@ -12,6 +12,7 @@ from hotsauce.errors import ConfigError
 from hotsauce.modules.builtins import builtin_folder
 from hotsauce.modules.resolve import (
     CfgReads,
+    ResolvedModule,
     cfg_reads,
     module_search,
     plan_runs,
@@ -31,7 +32,7 @@ def project(tmp_path: Path, modules: str, extra: str = "") -> Path:
     return path
 
 
-def resolve(path: Path) -> list:  # type: ignore[type-arg]
+def resolve(path: Path) -> list[ResolvedModule]:
     config = load_config(path)
     return resolve_all(config, module_search(config))
 

@@ -7,16 +7,18 @@ image. There is never a display; consoles are serial ports.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass, field
+from contextlib import suppress
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from hotsauce.errors import ConfigError, HotsauceError
+from hotsauce.errors import ConfigError, KvmUnusable, QemuMissing
 from hotsauce.host.proc import child_process
 
 QEMU_BINARY = "qemu-system-x86_64"
@@ -31,14 +33,6 @@ class Accel(StrEnum):
     TCG = "tcg"  # software emulation: slow, works everywhere
     KVM = "kvm"  # hardware virtualization, only after a probe shows it works
     AUTO = "auto"  # KVM when the probe shows it works, TCG otherwise
-
-
-class QemuMissing(HotsauceError):
-    """QEMU is not installed on this host."""
-
-
-class KvmUnusable(HotsauceError):
-    """KVM was asked for but cannot run a guest here."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +69,6 @@ class Machine:
     serial_files: tuple[Path, ...] = ()  # ttyS0, ttyS1, ... each written to a file
     accel: Accel = Accel.TCG
     interactive: bool = False  # ttyS0 on this process's stdin/stdout instead of a file
-    extra: tuple[str, ...] = field(default_factory=tuple)
 
     def argv(self) -> list[str]:
         argv = [
@@ -100,7 +93,7 @@ class Machine:
             argv += ["-display", "none", "-monitor", "none"]
             for path in self.serial_files:
                 argv += ["-serial", f"file:{path}"]
-        return argv + list(self.extra)
+        return argv
 
 
 def qemu_binary() -> str:
@@ -119,17 +112,49 @@ def kvm_device_usable() -> bool:
 _kvm_verdicts: dict[Path, bool] = {}
 
 
-def kvm_runs_kernel(kernel: Path, *, seconds: float = KVM_PROBE_SECONDS) -> bool:
-    """Whether KVM gets this kernel through its boot: it must panic for lack of a root.
-
-    A guest without a ramdisk or root panics within seconds under working
-    KVM; with -no-reboot and panic=-1 QEMU then exits. If QEMU is still
-    running after `seconds`, KVM hangs the guest here. Remembered per kernel.
-    """
+def kvm_runs_kernel(kernel: Path, *, seconds: float = KVM_PROBE_SECONDS, remember_in: Path | None = None) -> bool:
+    """Whether KVM gets this kernel through its boot. A probe that finds KVM hanging costs its
+    whole `seconds`, so the verdict is remembered: in this process, and in `remember_in` (a
+    cache folder the caller was told to write) per boot of this host and per kernel."""
     if not kvm_device_usable():
         return False
     if kernel in _kvm_verdicts:
         return _kvm_verdicts[kernel]
+    remembered = _verdict_file(remember_in, kernel) if remember_in is not None else None
+    if remembered is not None and remembered.is_file():
+        works = remembered.read_text() == "kvm"
+    else:
+        works = _probe_kvm(kernel, seconds)
+        if remembered is not None:
+            with suppress(OSError):
+                _remember_verdict(remembered, works)
+    _kvm_verdicts[kernel] = works
+    return works
+
+
+def _verdict_file(folder: Path, kernel: Path) -> Path:
+    """The verdict's place: a folder per host boot (a reboot may change what KVM can do), a file per
+    kernel content."""
+    boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    digest = hashlib.sha256(kernel.read_bytes()).hexdigest()
+    return folder / boot_id / digest
+
+
+def _remember_verdict(remembered: Path, works: bool) -> None:
+    """Write the verdict; verdicts of earlier host boots are of no use any more and go."""
+    remembered.parent.mkdir(parents=True, exist_ok=True)
+    for earlier in remembered.parent.parent.iterdir():
+        if earlier != remembered.parent:
+            shutil.rmtree(earlier, ignore_errors=True)
+    partial = remembered.with_suffix(f".{os.getpid()}")
+    partial.write_text("kvm" if works else "tcg")
+    partial.replace(remembered)
+
+
+def _probe_kvm(kernel: Path, seconds: float) -> bool:
+    """A guest without a ramdisk or root panics within seconds under working KVM; with
+    -no-reboot and panic=-1 QEMU then exits. If QEMU is still running after `seconds`,
+    KVM hangs the guest here."""
     with TemporaryDirectory(prefix="hotsauce-kvm-probe-") as temp:
         console = Path(temp) / "console.log"
         probe = Machine(
@@ -147,16 +172,14 @@ def kvm_runs_kernel(kernel: Path, *, seconds: float = KVM_PROBE_SECONDS) -> bool
             while qemu.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.2)
         output = console.read_text(errors="replace") if console.exists() else ""
-    works = "Kernel panic" in output
-    _kvm_verdicts[kernel] = works
-    return works
+    return "Kernel panic" in output
 
 
-def choose_accel(requested: Accel, kernel: Path) -> Accel:
+def choose_accel(requested: Accel, kernel: Path, *, remember_in: Path | None = None) -> Accel:
     """The accelerator to boot with; never one that would hang the guest."""
     if requested is Accel.TCG:
         return Accel.TCG
-    if kvm_runs_kernel(kernel):
+    if kvm_runs_kernel(kernel, remember_in=remember_in):
         return Accel.KVM
     if requested is Accel.KVM:
         raise KvmUnusable(
