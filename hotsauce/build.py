@@ -141,7 +141,8 @@ def make_plan(config: BuildConfig, cache: Cache, emit: Emit) -> Plan:
         roles_dirs, collections_dirs = install_requirements(config.requirements, cache, emit)
     search = module_search(config, roles_dirs, collections_dirs)
     modules = resolve_all(config, search)
-    check_unknown_keys(config, variables_read_by(modules))
+    for warning in check_unknown_keys(config, variables_read_by(modules)):
+        emit(Event("warning", "config", warning))
     return Plan(tuple(modules), search.roles_path, tuple(collections_dirs))
 
 
