@@ -43,9 +43,17 @@ add_users:
 packages:
   - curl
 """
-DIB_SCRIPT = Path(__file__).resolve().parents[2] / "shared" / "anchors" / "dib" / "build.sh"
+ANCHOR = Path("shared") / "anchors" / "dib" / "build.sh"
 TARGETS = {"cold": 0.35, "warm": 0.05}
 MIB = 1 << 20
+
+
+def default_dib_script() -> Path:
+    """The anchor script in a `shared` folder beside the checkout (or beside a folder holding it)."""
+    for parent in Path(__file__).resolve().parents:
+        if (parent / ANCHOR).is_file():
+            return parent / ANCHOR
+    return Path(__file__).resolve().parents[2] / ANCHOR
 
 
 def hotsauce_build(project: Path, cache: Path, output: Path) -> dict[str, object]:
@@ -76,7 +84,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", type=Path, help="keep the caches and outputs in this folder")
     parser.add_argument("--no-dib", action="store_true", help="hotsauce only (no ratios)")
-    parser.add_argument("--dib-script", type=Path, default=DIB_SCRIPT)
+    parser.add_argument("--dib-script", type=Path, default=None,
+                        help=f"diskimage-builder's anchor script (default: the nearest {ANCHOR})")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root: the benchmark builds real images", file=sys.stderr)
@@ -91,8 +100,9 @@ def main() -> int:
         results["hotsauce cold"] = hotsauce_build(project, scratch / "cache", scratch / "cold")
         results["hotsauce warm"] = hotsauce_build(project, scratch / "cache", scratch / "warm")
         if not args.no_dib:
-            results["dib cold"] = dib_build(args.dib_script, scratch / "dib", "cold", warm=False)
-            results["dib warm"] = dib_build(args.dib_script, scratch / "dib", "warm", warm=True)
+            script = args.dib_script or default_dib_script()
+            results["dib cold"] = dib_build(script, scratch / "dib", "cold", warm=False)
+            results["dib warm"] = dib_build(script, scratch / "dib", "warm", warm=True)
     finally:
         if args.keep is None:
             shutil.rmtree(scratch, ignore_errors=True)
