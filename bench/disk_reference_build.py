@@ -75,7 +75,7 @@ def dib_build(script: Path, work: Path, label: str, warm: bool) -> dict[str, obj
                           check=False)
     wall = time.monotonic() - started
     if done.returncode != 0:
-        raise SystemExit(f"diskimage-builder failed: {done.stdout[-500:]}{done.stderr[-500:]}")
+        raise RuntimeError(f"diskimage-builder failed: {done.stdout[-500:]}{done.stderr[-500:]}")
     image = work / "out" / f"deb-{label}.qcow2"
     return {"wall_seconds": round(wall, 1), "qcow2_bytes": image.stat().st_size if image.exists() else 0}
 
@@ -103,6 +103,8 @@ def main() -> int:
             script = args.dib_script or default_dib_script()
             results["dib cold"] = dib_build(script, scratch / "dib", "cold", warm=False)
             results["dib warm"] = dib_build(script, scratch / "dib", "warm", warm=True)
+    except RuntimeError as error:
+        print(error, file=sys.stderr)  # hotsauce's figures are still worth printing
     finally:
         if args.keep is None:
             shutil.rmtree(scratch, ignore_errors=True)
