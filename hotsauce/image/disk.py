@@ -18,7 +18,7 @@ from pathlib import Path
 
 from hotsauce.config import FsType
 from hotsauce.errors import CommandFailed, ConfigError, StageFailed
-from hotsauce.host import ledger, proc
+from hotsauce.host import ledger, proc, release
 from hotsauce.output.imageset import ROOT_LABEL
 
 SECTOR = 512
@@ -129,6 +129,8 @@ def _unmount(mountpoint: Path) -> None:
         except CommandFailed:
             if attempt == 9:
                 raise
+            # What a module left keeping the image busy (a swap file, a process) cannot outlive the build.
+            release.free_mount(mountpoint.absolute())
             time.sleep(0.2)
 
 
