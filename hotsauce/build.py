@@ -84,7 +84,7 @@ def build(config: BuildConfig, options: BuildOptions, emit: Emit = ignore) -> Bu
         with stage(emit, "config", times):
             warn_about_leftovers(emit)
             output.check_output_path(options.output, force=options.force)
-            plan = make_plan(config, cache, emit)
+            plan = make_plan(config, cache, emit, scratch=work)
         fetched = _fetch_base(config, options, cache, work, emit, times)
         with output.staging_folder(options.output) as staging:
             manifest = _build_into(config, options, plan, fetched, cache, log_dir, work, staging, build_id,
@@ -104,11 +104,11 @@ def _boot_check(staging: Path, checks: Sequence[str], log_dir: Path, emit: Emit)
     boot_image_set(staging, checks=checks, log_dir=log_dir, emit=emit).raise_for_failure()
 
 
-def make_plan(config: BuildConfig, cache: Cache, emit: Emit) -> Plan:
+def make_plan(config: BuildConfig, cache: Cache, emit: Emit, scratch: Path | None = None) -> Plan:
     roles_dirs: list[Path] = []
     collections_dirs: list[Path] = []
     if config.requirements is not None:
-        roles_dirs, collections_dirs = install_requirements(config.requirements, cache, emit)
+        roles_dirs, collections_dirs = install_requirements(config.requirements, cache, emit, scratch=scratch)
     search = module_search(config, roles_dirs, collections_dirs)
     modules = resolve_all(config, search)
     check_unknown_keys(config, variables_read_by(modules))
@@ -144,7 +144,7 @@ def _fetch_base(config: BuildConfig, options: BuildOptions, cache: Cache, work: 
     if not isinstance(config.base, DownloadBase):
         return None
     with stage(emit, "download", times):
-        fetched = download.fetch(config.base, cache, emit)
+        fetched = download.fetch(config.base, cache, emit, scratch=work)
         # Known from the download itself: a root_file pulled out below is new every build.
         identity = f"download:{config.base.sha256 or file_digest(fetched)}:{config.base.root_file or ''}"
         name = f"download.from {config.base.url}"

@@ -25,8 +25,12 @@ STAGE = "download"
 _TIMEOUT_SECONDS = 60
 
 
-def fetch(base: DownloadBase, cache: Cache, emit: Emit) -> Path:
-    """The local path of the base's archive, downloading it only when not cached."""
+def fetch(base: DownloadBase, cache: Cache, emit: Emit, *, scratch: Path | None = None) -> Path:
+    """The local path of the base's archive, downloading it only when not cached.
+
+    With the cache disabled, the download goes to `scratch` (a folder of the
+    build's own, removed with it) and no cache is read or written.
+    """
     if base.url.startswith("file://"):
         path = Path(urllib.parse.unquote(urllib.parse.urlparse(base.url).path))
         if not path.is_file():
@@ -34,6 +38,14 @@ def fetch(base: DownloadBase, cache: Cache, emit: Emit) -> Path:
         emit(Event("info", STAGE, f"reading {path} in place (file:// is never copied)"))
         _verify(path, base)
         return path
+    if not cache.enabled:
+        if scratch is None:
+            raise ValueError("a download without the cache needs a scratch folder")
+        target = scratch / _entry_name(base.url)
+        emit(Event("info", STAGE, f"fetching {base.url} (the cache is disabled)", {"cached": False}))
+        _download(base.url, target, emit)
+        _verify(target, base)
+        return target
     folder = base.cache_dir or cache.folder("downloads")
     folder.mkdir(parents=True, exist_ok=True)
     cache_for_downloads = Cache(folder.parent)

@@ -33,14 +33,21 @@ _NOT_INSTALLED = re.compile(
 
 
 def install_requirements(
-    requirements: Path, cache: Cache, emit: Emit
+    requirements: Path, cache: Cache, emit: Emit, *, scratch: Path | None = None
 ) -> tuple[list[Path], list[Path]]:
     """ansible-galaxy roles and collections from a requirements.yml into the cache (keyed by
     the file's content), not the host's global paths. Returns (roles_dirs, collections_dirs).
-    A role that cannot be installed raises ConfigError naming the requirements file and
-    the role."""
+    With the cache disabled they go to `scratch` (a folder of the build's own), and no cache
+    is read or written. A role that cannot be installed raises ConfigError naming the
+    requirements file and the role."""
     requirements = requirements.absolute()
     spec = read_requirements(requirements)
+    if not cache.enabled:
+        if scratch is None:
+            raise ValueError("requirements without the cache need a scratch folder")
+        entry = scratch / CACHE_KIND
+        install_into(entry, requirements, spec, emit)
+        return [entry / "roles"], [entry / "collections"]
     key = requirements_key(requirements, spec)
     with cache.locked(CACHE_KIND, key) as entry:
         if entry.is_dir():
