@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,7 @@ import pytest
 from hotsauce.bases import download
 from hotsauce.config import DownloadBase
 from hotsauce.events import Event
-from hotsauce.store.cache import Cache
+from hotsauce.store.cache import Cache, CacheFull
 from tests.faults.projects import tiny_root_tarball, write_project
 from tests.http_server import ServedFolder, serving
 from tests.images import run_hotsauce
@@ -69,3 +71,39 @@ def test_a_build_with_no_cache_downloads_its_base_each_time_and_keeps_nothing(tm
             assert result.returncode == 0, result.stderr
     assert server.requests == ["/tiny.tar", "/tiny.tar"]
     assert [p.name for p in (tmp_path / "cache").iterdir()] == ["logs"]
+
+
+def test_a_cached_download_cut_short_is_fetched_again(tmp_path: Path, served: ServedFolder) -> None:
+    cache = Cache(tmp_path / "cache")
+    entry, _ = fetch(f"{served.url}/root.tar", cache)
+    with entry.open("r+b") as cut:
+        cut.truncate(len(ROOT_BYTES) // 3)  # as a copy killed half-way leaves it
+
+    again, events = fetch(f"{served.url}/root.tar", cache)
+
+    assert again.read_bytes() == ROOT_BYTES
+    assert served.requests == ["/root.tar", "/root.tar"]
+    assert any("cut short" in event.message for event in events)
+
+
+@contextmanager
+def small_tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    folder.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", folder], check=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", folder], check=True)
+
+
+@pytest.mark.integration
+def test_a_download_into_a_full_cache_says_the_cache_is_full_not_that_the_source_is_unreachable(
+    tmp_path: Path, served: ServedFolder
+) -> None:
+    (tmp_path / "served" / "big.tar").write_bytes(ROOT_BYTES * 4)  # 688K, more than the cache holds
+    with small_tmpfs(tmp_path / "cache", "256k") as folder:
+        with pytest.raises(CacheFull) as raised:
+            fetch(f"{served.url}/big.tar", Cache(folder))
+        assert [p.name for p in (folder / "downloads").iterdir() if not p.name.endswith(".lock")] == []
+    message = str(raised.value)
+    assert f"the cache folder {folder / 'downloads'} is full" in message and "not reachable" not in message

@@ -34,6 +34,14 @@ STOP_GRACE_SECONDS = 5.0
 KILL_WAIT_SECONDS = 10.0
 
 
+def remove(path: Path) -> None:
+    """A file, symlink or folder, whichever `path` is; nothing when there is none."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.is_symlink() or path.exists():
+        path.unlink()
+
+
 def free_mount(folder: Path) -> list[str]:
     """Turn off the swap files and stop the processes below `folder`; what was done, as text."""
     done = []

@@ -9,7 +9,6 @@ image's own /etc/resolv.conf is back exactly as it was.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ from pathlib import Path
 from hotsauce.errors import StageFailed
 from hotsauce.host.ledger import Kind, held
 from hotsauce.host.proc import run
+from hotsauce.host.release import remove
 
 # Exit status 101 tells invoke-rc.d (and deb-systemd-invoke) "action forbidden".
 POLICY_RC_D = "#!/bin/sh\n# hotsauce: no service starts while the image is being built\nexit 101\n"
@@ -113,9 +113,9 @@ def _put_back(path: Path, saved: Path, had_own: bool, ours: tuple[int, str] | No
     if ours is not None and not _is_ours(path, *ours):
         # A module replaced the file on purpose: keep its version.
         if had_own:
-            _remove(saved)
+            remove(saved)
         return
-    _remove(path)
+    remove(path)
     if had_own:
         os.rename(saved, path)
 
@@ -124,13 +124,6 @@ def _is_ours(path: Path, inode: int, content: str) -> bool:
     if path.is_symlink() or not path.is_file():
         return False
     return path.stat().st_ino == inode and path.read_text(errors="replace") == content
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.is_symlink() or path.exists():
-        path.unlink()
 
 
 @contextmanager
