@@ -190,10 +190,8 @@ def runner_environment(
         folder.mkdir()
     config = private_dir / "ansible.cfg"
     config.write_text("# hotsauce: no host ansible.cfg applies to an image build\n")
-    venv_bin = Path(sys.executable).parent
     return {
-        # ansible-runner finds ansible-playbook on PATH; the venv may not be activated.
-        "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "PATH": path_with_ansible(),
         "HOME": str(home),
         "ANSIBLE_CONFIG": str(config),
         "ANSIBLE_HOME": str(home / ".ansible"),
@@ -210,6 +208,12 @@ def runner_environment(
         "ANSIBLE_RETRY_FILES_ENABLED": "false",
         "ANSIBLE_NOCOLOR": "true",
     }
+
+
+def path_with_ansible() -> str:
+    """PATH with this Python's bin folder first: ansible-runner finds ansible-playbook, and we
+    find ansible-galaxy, through PATH, and the virtualenv hotsauce runs from may not be activated."""
+    return f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}"
 
 
 # --- running -----------------------------------------------------------------
