@@ -1,7 +1,9 @@
 """The build log: every event of a build as a line, kept with the module logs.
 
 Each build gets a folder `<cache>/logs/<build id>/` holding `build.log` and
-the Ansible runs' event logs; the newest builds' folders are kept.
+ansible-runner's artifacts of each Ansible run (`ansible-NN-NAME/`, with its
+job_events/ and stdout); the newest builds' folders are kept, and this is the
+only pruning of them.
 """
 
 from __future__ import annotations
