@@ -59,7 +59,8 @@ class Holding:
         if self.kind is Kind.MOUNT:
             return is_mount_point(path)
         if self.kind is Kind.LOOP:
-            return loop_backing(path) is not None and loop_backing(path) == self.backing
+            backing = loop_backing(path)
+            return backing is not None and self.backing in (None, backing)
         if self.kind is Kind.PATH:
             return path.exists() or path.is_symlink()
         return False
@@ -119,11 +120,6 @@ class Ledger:
             if holding is not None and not holding.still_held():
                 del self._holdings[token]
                 self._write()
-
-    @property
-    def holdings(self) -> tuple[Holding, ...]:
-        with self._lock:
-            return tuple(h for _, h in sorted(self._holdings.items()))
 
     def end(self) -> None:
         """The build is over: its ledger goes, or stays for `hotsauce cleanup` with what is left.
