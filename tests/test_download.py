@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ from hotsauce.config import DownloadBase
 from hotsauce.events import Event
 from hotsauce.store.cache import Cache, CacheFull
 from tests.faults.projects import tiny_root_tarball, write_project
+from tests.filesystems import small_tmpfs
 from tests.http_server import ServedFolder, serving
 from tests.images import run_hotsauce
 
@@ -84,16 +83,6 @@ def test_a_cached_download_cut_short_is_fetched_again(tmp_path: Path, served: Se
     assert again.read_bytes() == ROOT_BYTES
     assert served.requests == ["/root.tar", "/root.tar"]
     assert any("cut short" in event.message for event in events)
-
-
-@contextmanager
-def small_tmpfs(folder: Path, size: str) -> Iterator[Path]:
-    folder.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", folder], check=True)
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", folder], check=True)
 
 
 @pytest.mark.integration

@@ -3,12 +3,16 @@ made again when the entry was cut short."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import pytest
 
 from hotsauce.events import Event
 from hotsauce.modules.result_cache import ModuleLayers
 from hotsauce.store import snapshots
-from hotsauce.store.cache import Cache
+from hotsauce.store.cache import Cache, CacheFull
+from tests.filesystems import small_tmpfs
 
 
 def a_root(folder: Path, marker: str) -> Path:
@@ -64,3 +68,13 @@ def test_module_results_cut_short_fall_back_to_the_longest_whole_prefix(tmp_path
     assert (root / "etc" / "marker").read_text() == "first"
     assert any(e.kind == "warning" and "cut short" in e.message for e in events)
     assert not layers.entry(1).exists()
+
+
+@pytest.mark.integration
+def test_a_snapshot_into_a_full_cache_says_the_cache_is_full(tmp_path: Path) -> None:
+    root = a_root(tmp_path / "root", "one")
+    (root / "usr" / "random").write_bytes(os.urandom(1 << 20))  # does not compress below the cache's size
+    with small_tmpfs(tmp_path / "cache", "256k") as folder:
+        with pytest.raises(CacheFull, match=f"the cache folder {folder} is full"):
+            snapshots.store(root, folder / "root.tar.zst", {"k": 1})
+        assert [p.name for p in folder.iterdir()] == []
