@@ -166,7 +166,7 @@ def _build_into(config: BuildConfig, options: BuildOptions, plan: Plan, fetched:
     with disk.attached(image, partition) as device:
         with stage(emit, "format", times):
             disk.make_filesystem(device, options.fs_type)
-        with disk.mounted(device, work / "root") as root:
+        with disk.root_filesystem_mounted(device, work / "root") as root:
             runs = plan_runs(plan.modules)
             with stage(emit, "base", times):
                 layers, done = _fill_root(config, cache, root, fetched, runs, emit)

@@ -1,7 +1,10 @@
 """The failures hotsauce reports: each is raised where the problem is found and
-rendered as one line by the CLI."""
+rendered as one line by the CLI, which exits with the class's `exit_status`
+(the README's "Exit status" lists them)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 
 class HotsauceError(Exception):
@@ -14,6 +17,10 @@ class ConfigError(HotsauceError):
     """Bad input: build.yaml, flags, module references. Nothing was allocated."""
 
     exit_status = 2
+
+
+class UnknownLayout(ConfigError):
+    """A set's manifest names a layout or boot mode this hotsauce cannot describe to libvirt."""
 
 
 class ModuleFailed(HotsauceError):
@@ -43,6 +50,65 @@ class CommandFailed(HotsauceError):
         self.argv = argv
         self.status = status
         self.stderr = stderr
+
+
+class CacheFull(HotsauceError):
+    """The filesystem of the cache folder has no room for an entry."""
+
+    def __init__(self, folder: Path, what: str) -> None:
+        super().__init__(f"the cache folder {folder} is full: {what} (free space there, or `hotsauce cache clear`)")
+        self.folder = folder
+
+
+class MirrorUnreachable(HotsauceError):
+    """The Debian mirror's Release file could not be read."""
+
+
+class PathEscapes(HotsauceError):
+    """A path inside an image cannot be resolved within the image (hotsauce.rootpath)."""
+
+
+class ChecksumMismatch(HotsauceError):
+    """A file of an image set does not match its checksum file: the set given is damaged."""
+
+    exit_status = 2
+
+
+class QemuMissing(HotsauceError):
+    """QEMU is not installed on this host."""
+
+
+class KvmUnusable(HotsauceError):
+    """KVM was asked for but cannot run a guest here."""
+
+
+class QemuFailed(HotsauceError):
+    """QEMU itself refused to run (bad option, missing file, no memory)."""
+
+
+class BootFailed(HotsauceError):
+    """The guest did not come up, or a check failed inside it."""
+
+
+class GlanceError(HotsauceError):
+    """Glance refused a request or could not be reached."""
+
+
+class MissingOpenstackSdk(ConfigError):
+    """`hotsauce upload` needs openstacksdk, which is not installed."""
+
+
+class UploadFailed(HotsauceError):
+    """The upload stopped; this run's images were deleted, or the message names them."""
+
+
+class NameTaken(HotsauceError):
+    """Glance already holds images of the name asked for, and --replace was not given.
+
+    A status of its own, so that a script can tell "choose another name" from a failure.
+    """
+
+    exit_status = 3
 
 
 class Interrupted(HotsauceError):

@@ -12,14 +12,13 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath
 
-from hotsauce.errors import HotsauceError
+from hotsauce.errors import PathEscapes
+
+# What Python modules use; PathEscapes stays importable from here for them.
+__all__ = ["PathEscapes", "inside", "parent_inside", "remove", "symlink", "write_file"]
 
 # The kernel gives up after 40 links in one lookup; an image cannot expect more.
 MAX_SYMLINKS = 40
-
-
-class PathEscapes(HotsauceError):
-    """A path inside an image cannot be resolved within the image."""
 
 
 def inside(root: Path, path: str | Path) -> Path:
@@ -71,10 +70,7 @@ def parent_inside(root: Path, path: str | Path) -> Path:
 
 def write_file(root: Path, path: str | Path, text: str, mode: int = 0o644) -> Path:
     """Replace the image's file `path` by a regular file holding `text`."""
-    target = parent_inside(root, path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.is_symlink() or target.exists():
-        remove(root, path)
+    target = _cleared_place(root, path)
     target.write_text(text)
     target.chmod(mode)
     return target
@@ -91,8 +87,13 @@ def remove(root: Path, path: str | Path) -> None:
 
 def symlink(root: Path, path: str | Path, target: str) -> None:
     """Make the image's `path` a symlink to `target` (a path as the image sees it)."""
-    link = parent_inside(root, path)
-    link.parent.mkdir(parents=True, exist_ok=True)
-    if link.is_symlink() or link.exists():
+    _cleared_place(root, path).symlink_to(target)
+
+
+def _cleared_place(root: Path, path: str | Path) -> Path:
+    """Where to create the image's `path`: its folder made, the file or symlink there removed."""
+    place = parent_inside(root, path)
+    place.parent.mkdir(parents=True, exist_ok=True)
+    if place.is_symlink() or place.exists():
         remove(root, path)
-    link.symlink_to(target)
+    return place

@@ -9,6 +9,8 @@ packages=(
   mmdebstrap            # Debian bases
   qemu-utils            # qemu-img: convert and check images
   qemu-system-x86       # hotsauce boot
+  libvirt-daemon-system libvirt-clients  # the libvirt tests: their own libvirtd, virsh
+  libxml2-utils         # virt-xml-validate checks libvirt.xml against libvirt's schema
   fdisk                 # sfdisk: the partition table
   e2fsprogs xfsprogs btrfs-progs   # --fs-type
   zstd pigz xz-utils bzip2         # archives
@@ -24,7 +26,18 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}"
   apt-get update -qq
+  # libvirt-daemon-system would start libvirtd and virtlogd; the tests start their own libvirtd
+  # and stop it. A policy-rc.d that refuses keeps the install from starting any service
+  # (unless the host has its own policy), so nothing is left running.
+  refuse=/usr/sbin/policy-rc.d
+  if [ ! -e "$refuse" ]; then
+    trap 'rm -f "$refuse"' EXIT
+    printf '#!/bin/sh\nexit 101\n' > "$refuse" && chmod 755 "$refuse"
+  else
+    refuse=
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ -n "$refuse" ]; then rm -f "$refuse"; trap - EXIT; fi
 fi
 
 venv="$here/.venv"

@@ -1,8 +1,12 @@
-"""Image sets made by hand for boot tests, until `hotsauce build` makes them.
+"""Image sets made by hand for the boot tests, from a cached Debian root tarball.
 
-A set here is what build writes for a stripped ext4 root: root.qcow2 (made
-with `mkfs.ext4 -d`, so nothing is mounted), the kernel and ramdisk copied
-out of /boot, a placeholder libvirt.xml, manifest.json and a checksum per file.
+`hotsauce build` makes real sets, and the tests that boot the default image use one;
+these are for testing `hotsauce boot` alone: made in seconds without a loop device
+or a mount, and able to be what a build never writes (a root under another
+label, an empty root). A set here has the files build writes for a stripped
+ext4 root: root.qcow2 (made with `mkfs.ext4 -d`), the kernel and ramdisk
+copied out of /boot, a placeholder libvirt.xml, manifest.json and a checksum
+per file.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""A root archive whose members would land outside the root is refused before extraction."""
+"""Root archives: members that would land outside the root are refused before extraction;
+the rest unpacks through tar with progress, and a damaged archive fails the unpack."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from hotsauce.errors import ConfigError
-from hotsauce.image.archive import check_members, extract_member
+from hotsauce.errors import CommandFailed, ConfigError
+from hotsauce.events import Event
+from hotsauce.image.archive import check_members, extract, extract_member
 
 
 def make_tar(path: Path, members: list[tuple[str, str, str]]) -> Path:
@@ -65,3 +67,31 @@ def test_root_file_is_pulled_out_of_an_outer_archive(tmp_path: Path) -> None:
     assert inner.read_text() == "R"
     with pytest.raises(ConfigError, match="not in the downloaded archive"):
         extract_member(outer, "missing.tar", tmp_path, "outer")
+
+
+@pytest.mark.parametrize("suffix", ["tar", "tar.gz"])
+def test_an_archive_unpacks_into_the_root_and_its_progress_ends_full(tmp_path: Path, suffix: str) -> None:
+    mode = "w:gz" if suffix == "tar.gz" else "w"
+    archive = tmp_path / f"root.{suffix}"
+    with tarfile.open(archive, mode) as tar:
+        data = b"x" * (3 << 20)
+        info = tarfile.TarInfo("etc/big")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    root = tmp_path / "root"
+    root.mkdir()
+    events: list[Event] = []
+    extract(archive, root, events.append)
+    assert (root / "etc" / "big").stat().st_size == 3 << 20
+    progress = [e.data for e in events if e.kind == "progress"]
+    assert progress[-1] == {"done": archive.stat().st_size, "total": archive.stat().st_size}
+
+
+def test_a_damaged_compressed_archive_fails_the_unpack_naming_the_decompressor(tmp_path: Path) -> None:
+    archive = make_tar(tmp_path / "root.tar.gz", [("file", "etc/hostname", "x" * 100_000)])
+    whole = archive.read_bytes()
+    archive.write_bytes(whole[: len(whole) // 2] + b"\0" * 64)  # cut short, as by a full disk
+    root = tmp_path / "root"
+    root.mkdir()
+    with pytest.raises(CommandFailed, match=r"^(pigz|gzip) exited"):
+        extract(archive, root, lambda _event: None)

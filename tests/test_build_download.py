@@ -118,7 +118,7 @@ def test_kernel_and_ramdisk_are_the_ones_in_the_tarballs_boot(unpacked_set: Path
 def test_libvirt_xml_names_the_three_files(unpacked_set: Path) -> None:
     xml = (unpacked_set / "libvirt.xml").read_text()
     for name in ("root.qcow2", "vmlinuz", "initrd.img"):
-        assert f">{name}<" in xml or f"'{name}'" in xml
+        assert f">{name}<" in xml or f'"{name}"' in xml
     manifest = Manifest.read(unpacked_set)
     assert manifest.os_distro == "debian" and manifest.os_version == "12"
 

@@ -9,8 +9,9 @@ import pytest
 
 from hotsauce.bases import download
 from hotsauce.config import DownloadBase
+from hotsauce.errors import CacheFull
 from hotsauce.events import Event
-from hotsauce.store.cache import Cache, CacheFull
+from hotsauce.store.cache import Cache
 from tests.faults.projects import tiny_root_tarball, write_project
 from tests.filesystems import small_tmpfs
 from tests.http_server import ServedFolder, serving

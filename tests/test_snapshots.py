@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from hotsauce.errors import CacheFull
 from hotsauce.events import Event
 from hotsauce.modules.result_cache import ModuleLayers
 from hotsauce.store import snapshots
-from hotsauce.store.cache import Cache, CacheFull
+from hotsauce.store.cache import Cache
 from tests.filesystems import small_tmpfs
 
 

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from hotsauce.cloud.upload import NameTaken, UploadFailed, set_image_names, upload_image_set
+from hotsauce.cloud.upload import set_image_names, upload_image_set
 from hotsauce.commands import upload as upload_command
-from hotsauce.errors import ConfigError
+from hotsauce.errors import ChecksumMismatch, ConfigError, NameTaken, UploadFailed
 from hotsauce.events import Event
-from hotsauce.output.imageset import ChecksumMismatch, Manifest
+from hotsauce.output.imageset import Manifest
 from tests.glance_server import GlanceServer, running_glance
 from tests.image_set_sample import make_image_set, pack_image_set
 from tests.images import run_hotsauce
@@ -308,7 +308,7 @@ def test_reporter_off_a_terminal_prints_one_line_per_finished_file() -> None:
     for done in (0, 1 << 20, 2 << 20):
         reporter(Event("progress", "upload", "root root.qcow2", {"done": done, "total": 2 << 20}))
 
-    assert stream.getvalue().splitlines() == [f"{'root root.qcow2':<24} [{'#' * 30}] 2/2 MiB"]
+    assert stream.getvalue().splitlines() == [f"{'root root.qcow2':<24} [{'#' * 30}] 2.0M/2.0M"]
 
 
 def test_property_without_equals_sign_is_refused() -> None:

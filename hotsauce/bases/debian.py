@@ -28,7 +28,7 @@ from typing import Any
 
 from hotsauce.bases.apt_sources import MirrorSources, SourceEntry, host_mirror
 from hotsauce.config import DebianBase
-from hotsauce.errors import HotsauceError
+from hotsauce.errors import MirrorUnreachable
 from hotsauce.events import Emit, Event
 from hotsauce.host.proc import run
 from hotsauce.store import snapshots
@@ -61,10 +61,6 @@ BOOTABLE_PACKAGES = (
 # A Release file's Date field is in its first lines; this is plenty.
 RELEASE_HEAD_BYTES = 4096
 RELEASE_TIMEOUT_SECONDS = 30
-
-
-class MirrorUnreachable(HotsauceError):
-    """The mirror's Release file could not be read."""
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from hotsauce.config import DownloadBase
-from hotsauce.errors import ConfigError
+from hotsauce.errors import CacheFull, ConfigError
 from hotsauce.events import Emit, Event
 from hotsauce.host import ledger
 from hotsauce.output.imageset import sha256_of
-from hotsauce.store.cache import Cache, CacheFull
+from hotsauce.store.cache import Cache
 
 STAGE = "download"
 _TIMEOUT_SECONDS = 60

@@ -30,7 +30,7 @@ from hotsauce.boot.probe import (
     write_probe_disk,
 )
 from hotsauce.boot.qemu import Accel, Drive, Machine, choose_accel
-from hotsauce.errors import ConfigError, HotsauceError
+from hotsauce.errors import BootFailed, ConfigError, QemuFailed
 from hotsauce.events import Emit, Event, ignore, stage
 from hotsauce.host.proc import child_process
 from hotsauce.output.imageset import Manifest, opened_set, verify_set
@@ -44,14 +44,6 @@ POLL_SECONDS = 0.5
 CONSOLE_LOG_NAME = "console.log"
 # Added to the set's own command line: the console, and a panic ends QEMU (-no-reboot).
 BOOT_CMDLINE = "console=ttyS0,115200 panic=-1 systemd.show_status=1"
-
-
-class BootFailed(HotsauceError):
-    """The guest did not come up, or a check failed inside it."""
-
-
-class QemuFailed(HotsauceError):
-    """QEMU itself refused to run (bad option, missing file, no memory)."""
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,6 @@ from pathlib import Path
 PROBE_SERIAL = "hotsauce-probe"
 PROBE_DEVICE = f"/dev/disk/by-id/virtio-{PROBE_SERIAL}"
 REPORT_PREFIX = "HOTSAUCE-PROBE"
-CONSOLE_MARKER = "hotsauce-probe:"  # the script's own lines on the console (ttyS0)
 # More than this of one check's output is cut: it travels over a serial line.
 OUTPUT_LIMIT_BYTES = 65536
 SECTOR_BYTES = 512

@@ -7,17 +7,20 @@ image. There is never a display; consoles are serial ports.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass, field
+from contextlib import suppress
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from hotsauce.errors import ConfigError, HotsauceError
+from hotsauce.errors import ConfigError, KvmUnusable, QemuMissing
 from hotsauce.host.proc import child_process
+from hotsauce.store.cache import default_cache_dir
 
 QEMU_BINARY = "qemu-system-x86_64"
 GUEST_MEMORY_MB = 1024
@@ -31,14 +34,6 @@ class Accel(StrEnum):
     TCG = "tcg"  # software emulation: slow, works everywhere
     KVM = "kvm"  # hardware virtualization, only after a probe shows it works
     AUTO = "auto"  # KVM when the probe shows it works, TCG otherwise
-
-
-class QemuMissing(HotsauceError):
-    """QEMU is not installed on this host."""
-
-
-class KvmUnusable(HotsauceError):
-    """KVM was asked for but cannot run a guest here."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +70,6 @@ class Machine:
     serial_files: tuple[Path, ...] = ()  # ttyS0, ttyS1, ... each written to a file
     accel: Accel = Accel.TCG
     interactive: bool = False  # ttyS0 on this process's stdin/stdout instead of a file
-    extra: tuple[str, ...] = field(default_factory=tuple)
 
     def argv(self) -> list[str]:
         argv = [
@@ -100,7 +94,7 @@ class Machine:
             argv += ["-display", "none", "-monitor", "none"]
             for path in self.serial_files:
                 argv += ["-serial", f"file:{path}"]
-        return argv + list(self.extra)
+        return argv
 
 
 def qemu_binary() -> str:
@@ -116,20 +110,44 @@ def kvm_device_usable() -> bool:
     return os.access("/dev/kvm", os.R_OK | os.W_OK)
 
 
-_kvm_verdicts: dict[Path, bool] = {}
-
-
 def kvm_runs_kernel(kernel: Path, *, seconds: float = KVM_PROBE_SECONDS) -> bool:
-    """Whether KVM gets this kernel through its boot: it must panic for lack of a root.
-
-    A guest without a ramdisk or root panics within seconds under working
-    KVM; with -no-reboot and panic=-1 QEMU then exits. If QEMU is still
-    running after `seconds`, KVM hangs the guest here. Remembered per kernel.
-    """
+    """Whether KVM gets this kernel through its boot, remembered per boot of this host and per
+    kernel in the cache folder: a probe that finds KVM hanging costs its whole `seconds`, and
+    every folder build with a kernel asks."""
     if not kvm_device_usable():
         return False
-    if kernel in _kvm_verdicts:
-        return _kvm_verdicts[kernel]
+    remembered = _verdict_file(kernel)
+    with suppress(OSError):
+        return remembered.read_text() == "kvm"
+    works = _probe_kvm(kernel, seconds)
+    with suppress(OSError):
+        _remember_verdict(remembered, works)
+    return works
+
+
+def _verdict_file(kernel: Path) -> Path:
+    """The verdict's place: a folder per host boot (a reboot may change what KVM can do), a file per
+    kernel content."""
+    boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    digest = hashlib.sha256(kernel.read_bytes()).hexdigest()
+    return default_cache_dir() / "kvm-probe" / boot_id / digest
+
+
+def _remember_verdict(remembered: Path, works: bool) -> None:
+    """Write the verdict; verdicts of earlier host boots are of no use any more and go."""
+    for earlier in remembered.parent.parent.glob("*"):
+        if earlier != remembered.parent:
+            shutil.rmtree(earlier, ignore_errors=True)
+    remembered.parent.mkdir(parents=True, exist_ok=True)
+    partial = remembered.with_suffix(f".{os.getpid()}")
+    partial.write_text("kvm" if works else "tcg")
+    partial.replace(remembered)
+
+
+def _probe_kvm(kernel: Path, seconds: float) -> bool:
+    """A guest without a ramdisk or root panics within seconds under working KVM; with
+    -no-reboot and panic=-1 QEMU then exits. If QEMU is still running after `seconds`,
+    KVM hangs the guest here."""
     with TemporaryDirectory(prefix="hotsauce-kvm-probe-") as temp:
         console = Path(temp) / "console.log"
         probe = Machine(
@@ -147,9 +165,7 @@ def kvm_runs_kernel(kernel: Path, *, seconds: float = KVM_PROBE_SECONDS) -> bool
             while qemu.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.2)
         output = console.read_text(errors="replace") if console.exists() else ""
-    works = "Kernel panic" in output
-    _kvm_verdicts[kernel] = works
-    return works
+    return "Kernel panic" in output
 
 
 def choose_accel(requested: Accel, kernel: Path) -> Accel:

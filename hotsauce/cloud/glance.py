@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hotsauce.errors import ConfigError, HotsauceError
+from hotsauce.errors import ConfigError, GlanceError, MissingOpenstackSdk
 
 CHUNK_BYTES = 1 << 20
 
@@ -50,14 +50,6 @@ GLANCE_ATTRIBUTES = frozenset(
         "stores",
     }
 )
-
-
-class GlanceError(HotsauceError):
-    """Glance refused a request or could not be reached."""
-
-
-class MissingOpenstackSdk(ConfigError):
-    pass
 
 
 def glance_failure(action: str, error: BaseException) -> GlanceError:

@@ -29,7 +29,7 @@ from hotsauce.cloud.glance import (
     images_named,
     send_data,
 )
-from hotsauce.errors import ConfigError, HotsauceError, Interrupted
+from hotsauce.errors import ConfigError, HotsauceError, Interrupted, NameTaken, UploadFailed
 from hotsauce.events import Emit, Event, ignore, stage
 from hotsauce.output.imageset import CHECKSUM_SUFFIX, Manifest, opened_set, verify_set
 
@@ -38,14 +38,6 @@ VISIBILITIES = ("public", "private", "shared", "community")
 # Properties hotsauce sets itself; a --property may not overwrite them.
 LINK_PROPERTIES = frozenset({"kernel_id", "ramdisk_id", "hotsauce_build"})
 STAGE = "upload"
-
-
-class UploadFailed(HotsauceError):
-    """The upload stopped; this run's images were deleted, or the message names them."""
-
-
-class NameTaken(HotsauceError):
-    exit_status = 3
 
 
 @dataclass(frozen=True)

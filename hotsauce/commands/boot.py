@@ -10,12 +10,12 @@ from typing import Any
 
 from hotsauce.boot.boot_set import (
     DEFAULT_TIMEOUT_SECONDS,
-    BootFailed,
     BootResult,
     boot_image_set,
     console_command,
 )
 from hotsauce.boot.qemu import Accel, parse_accel
+from hotsauce.errors import BootFailed
 from hotsauce.events import Event
 from hotsauce.host.signals import interruptible
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from hotsauce.cloud.upload import DISK_FORMATS, VISIBILITIES, upload_image_set
+from hotsauce.commands.progress import ProgressBar
 from hotsauce.errors import ConfigError
 from hotsauce.events import Event
 from hotsauce.host.signals import interruptible
@@ -95,27 +96,18 @@ class UploadReporter:
 
     def __init__(self, stream: TextIO = sys.stderr) -> None:
         self.stream = stream
-        self.tty = stream.isatty()
+        self.bar = ProgressBar(stream, finished_lines=True)
 
     def __call__(self, event: Event) -> None:
         if event.kind == "progress":
-            self._progress(event)
-        elif event.kind in ("info", "warning"):
+            self.bar.update(event.message, int(event.data["done"]), int(event.data["total"]))
+            return
+        self.bar.end()
+        if event.kind in ("info", "warning"):
             prefix = "warning: " if event.kind == "warning" else ""
             self.stream.write(f"{prefix}{event.message}\n")
         elif event.kind == "stage-failed":
             self.stream.write(f"{event.stage} failed\n")
-
-    def _progress(self, event: Event) -> None:
-        done, total = int(event.data["done"]), int(event.data["total"])
-        finished = done >= total
-        if not self.tty and not finished:
-            return
-        filled = 30 * done // total if total else 30
-        bar = "#" * filled + "-" * (30 - filled)
-        line = f"{event.message:<24} [{bar}] {done >> 20}/{total >> 20} MiB"
-        self.stream.write(("\r" if self.tty else "") + line + ("\n" if finished else ""))
-        self.stream.flush()
 
 
 def upload_arguments(args: argparse.Namespace) -> dict[str, Any]:

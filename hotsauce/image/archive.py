@@ -1,13 +1,17 @@
-"""Root archives: checked member by member, then unpacked by GNU tar.
+"""Tar archives: root archives checked member by member, then unpacked by GNU
+tar; the image set packed into a tar.gz.
 
 GNU tar keeps what a root needs (owners, modes, device nodes, hard links,
 ACLs, xattrs) and is fast; the check before it refuses any member that would
 land outside the root: absolute paths, `..`, and paths that pass through a
-symlink planted by an earlier member of the same archive.
+symlink planted by an earlier member of the same archive. Both ways, the
+bytes pass through hotsauce between tar and the (de)compressor, which is
+where the progress comes from.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import shutil
@@ -145,42 +149,74 @@ def extract(archive: Path, root: Path, emit: Emit, stage: str = "base") -> None:
     command = decompressor(archive)
     with archive.open("rb") as source:
         if command is None:
-            _pipe_with_progress(source, tar, total, emit, stage)
+            with proc.child_process(tar, stdin=subprocess.PIPE, stderr=subprocess.PIPE) as untar:
+                assert untar.stdin is not None
+                _copy_with_progress(source, untar.stdin, total, emit, stage, "unpacking")
+                _expect_success(untar, tar)
             return
         with proc.child_process(tar, stdin=subprocess.PIPE, stderr=subprocess.PIPE) as untar, \
                 proc.child_process(command, stdin=subprocess.PIPE, stdout=untar.stdin,
                                    stderr=subprocess.PIPE) as unpack:
-            assert untar.stdin is not None
+            assert untar.stdin is not None and unpack.stdin is not None
             untar.stdin.close()  # the decompressor holds the pipe now
-            _feed(source, unpack, total, emit, stage)
+            _copy_with_progress(source, unpack.stdin, total, emit, stage, "unpacking")
             # A decompressor killed by SIGPIPE only says tar stopped reading: tar's status tells
             # why (an error, or the end-of-archive marker before the padding after it).
             if unpack.wait() != -signal.SIGPIPE:
-                _finish(unpack, command)
-            _finish(untar, tar)
+                _expect_success(unpack, command)
+            _expect_success(untar, tar)
 
 
-def _pipe_with_progress(source: IO[bytes], tar: list[str], total: int, emit: Emit, stage: str) -> None:
-    with proc.child_process(tar, stdin=subprocess.PIPE, stderr=subprocess.PIPE) as untar:
-        _feed(source, untar, total, emit, stage)
-        _finish(untar, tar)
+def pack(folder: Path, archive: Path, emit: Emit, stage: str = "publish") -> None:
+    """A new tar.gz of the folder's files at its top level, compressed on every core.
+
+    The tar stream passes through here on its way to the compressor, so the
+    progress counts what has been packed.
+    """
+    names = sorted(p.name for p in folder.iterdir())
+    total = sum((folder / name).stat().st_size for name in names)
+    # Level 1: on a qcow2 it costs about 8% in size and saves three quarters of the time.
+    compressor = ["pigz", "-1", "-p", str(os.cpu_count() or 1)] if shutil.which("pigz") else ["gzip", "-1"]
+    tar = ["tar", "--create", "--file=-", "--owner=0", "--group=0", "--numeric-owner", f"--directory={folder}",
+           "--sparse", *names]
+    with archive.open("xb") as out, proc.child_process(
+        compressor, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE
+    ) as gzip, proc.child_process(tar, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as packer:
+        assert gzip.stdin is not None and packer.stdout is not None
+        _copy_with_progress(packer.stdout, gzip.stdin, total, emit, stage, "compressing")
+        # The compressor first: when it fails, tar only died of the broken pipe.
+        _expect_success(gzip, compressor)
+        _expect_success(packer, tar)
 
 
-def _feed(source: IO[bytes], child: subprocess.Popen[bytes], total: int, emit: Emit, stage: str) -> None:
-    assert child.stdin is not None
+COPY_CHUNK_BYTES = 1 << 20
+
+
+def _copy_with_progress(source: IO[bytes], target: IO[bytes], total: int, emit: Emit, stage: str,
+                        message: str) -> None:
+    """Copy `source` into a child's pipe, reporting progress; both ends are closed afterwards.
+
+    Closing both ends matters when the child fails: a child still writing
+    into `source` gets EPIPE instead of waiting for a reader forever.
+    """
     done = 0
     try:
-        while chunk := source.read(4 << 20):
-            child.stdin.write(chunk)
+        while chunk := source.read(COPY_CHUNK_BYTES):
+            target.write(chunk)
             done += len(chunk)
-            emit(Event("progress", stage, "unpacking", {"done": done, "total": total}))
+            emit(Event("progress", stage, message, {"done": min(done, total), "total": total}))
+        if done != total:  # a sparse file packs into less than its size: the bar still ends full
+            emit(Event("progress", stage, message, {"done": total, "total": total}))
     except BrokenPipeError:
         pass  # the child failed; its status and stderr say why
     finally:
-        child.stdin.close()
+        with contextlib.suppress(BrokenPipeError):
+            target.close()
+        source.close()
 
 
-def _finish(child: subprocess.Popen[bytes], argv: list[str]) -> None:
+def _expect_success(child: subprocess.Popen[bytes], argv: list[str]) -> None:
+    """Wait for a child started with child_process; CommandFailed with its stderr unless it succeeded."""
     status = child.wait()
     if status != 0:
         stderr = child.stderr.read().decode(errors="replace") if child.stderr else ""

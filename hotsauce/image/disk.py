@@ -1,9 +1,11 @@
 """The raw disk image: allocate, partition, attach, format, mount.
 
 Each resource is a context manager that releases what it took, so the
-pipeline's nesting is the order of release. This kernel has no MBR parser
-for loop devices (NOTES.md), so the root partition is attached as a loop
-device of its own, with --offset and --sizelimit, instead of `losetup -P`.
+pipeline's nesting is the order of release. The build hosts' kernels may
+not parse partition tables on loop devices (`losetup -P` then makes no
+`loop0p1`, and without device-mapper kpartx cannot help), so the root
+partition is attached as a loop device of its own, with --offset and
+--sizelimit, which needs nothing of the kernel but loop devices.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,9 @@ SECTOR = 512
 # The first partition starts at 1 MiB, where every partitioning tool aligns it.
 PARTITION_START_SECTOR = 2048
 MINIMUM_SIZE = 64 << 20
+# Tries of a detach or an unmount that finds its target busy, and the pause between them.
+RELEASE_ATTEMPTS = 10
+RELEASE_PAUSE_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
@@ -70,15 +75,24 @@ def attached(image: Path, partition: Partition) -> Iterator[Path]:
 
 
 def _detach(device: Path) -> None:
-    # udev or a just-closed mount can hold the device for a moment.
-    for attempt in range(10):
+    _run_until_released(["losetup", "--detach", device])
+
+
+def _run_until_released(argv: list[str | Path], before_retry: Callable[[], object] = lambda: None) -> None:
+    """Run a release command, again for a moment while it fails.
+
+    udev, or a mount or device just closed, can hold what is released for a
+    moment after its last user is gone.
+    """
+    for attempt in range(RELEASE_ATTEMPTS):
         try:
-            proc.run(["losetup", "--detach", device])
+            proc.run(argv)
             return
         except CommandFailed:
-            if attempt == 9:
+            if attempt == RELEASE_ATTEMPTS - 1:
                 raise
-            time.sleep(0.2)
+            before_retry()
+            time.sleep(RELEASE_PAUSE_SECONDS)
 
 
 _MKFS: dict[FsType, list[str]] = {
@@ -93,8 +107,8 @@ def make_filesystem(device: Path, fs_type: FsType) -> None:
 
 
 @contextmanager
-def mounted(device: Path, mountpoint: Path) -> Iterator[Path]:
-    """The filesystem on `device` mounted at `mountpoint`, unmounted on the way out."""
+def root_filesystem_mounted(device: Path, mountpoint: Path) -> Iterator[Path]:
+    """The image's root filesystem on `device` mounted at `mountpoint`, unmounted on the way out."""
     mountpoint.mkdir(parents=True, exist_ok=True)
     # Recorded before mounting: a build killed during `mount` still leaves a record.
     with ledger.held(ledger.Kind.MOUNT, mountpoint.absolute()):
@@ -122,16 +136,8 @@ def flush(mountpoint: Path) -> None:
 
 
 def _unmount(mountpoint: Path) -> None:
-    for attempt in range(10):
-        try:
-            proc.run(["umount", mountpoint])
-            return
-        except CommandFailed:
-            if attempt == 9:
-                raise
-            # What a module left keeping the image busy (a swap file, a process) cannot outlive the build.
-            release.free_mount(mountpoint.absolute())
-            time.sleep(0.2)
+    # What a module left keeping the image busy (a swap file, a process) cannot outlive the build.
+    _run_until_released(["umount", mountpoint], before_retry=lambda: release.free_mount(mountpoint.absolute()))
 
 
 def trim(mountpoint: Path) -> None:

@@ -35,7 +35,7 @@ from hotsauce.config import ModuleKind
 from hotsauce.errors import ModuleFailed
 from hotsauce.events import Emit, Event
 from hotsauce.modules.ansible_plugins import CONNECTION_PLUGINS, MODULES
-from hotsauce.modules.chroot import inside
+from hotsauce.modules.chroot import checked_host_path
 from hotsauce.modules.resolve import ResolvedModule
 
 IMAGE_HOST = "image"
@@ -223,8 +223,8 @@ def path_with_ansible() -> str:
 def image_left_clean(root: Path) -> Iterator[None]:
     """Nothing of Ansible's stays in the image: its temp folder, and /root/.ansible
     when the image had none before."""
-    image_tmp = inside(root, IMAGE_ANSIBLE_TMP.lstrip("/"))
-    root_ansible = inside(root, "root/.ansible")
+    image_tmp = checked_host_path(root, IMAGE_ANSIBLE_TMP.lstrip("/"))
+    root_ansible = checked_host_path(root, "root/.ansible")
     had_root_ansible = root_ansible.exists() or root_ansible.is_symlink()
     shutil.rmtree(image_tmp, ignore_errors=True)
     # World-writable like /tmp: it is TMPDIR for everything modules run.

@@ -44,11 +44,15 @@ START_STOP_DAEMON = ("usr/sbin/start-stop-daemon", "sbin/start-stop-daemon")
 SYSTEMCTL = ("usr/bin/systemctl", "bin/systemctl")
 
 
-def inside(root: Path, relative: str) -> Path:
-    """ROOT/relative, refusing a path whose parents leave the root through a symlink.
+def checked_host_path(root: Path, relative: str) -> Path:
+    """ROOT/relative as the host resolves it, refused if its parents leave the root
+    through a symlink.
 
     The image's own symlinks must never make us mount over or write into the
-    host's files.
+    host's files. Unlike hotsauce.rootpath.inside, which resolves the image's
+    links within the image, this keeps the path as the host sees it and only
+    refuses one that leaves the root: kernel filesystems and hotsauce's
+    stand-ins go where the image has real folders.
     """
     path = root / relative
     parent = path.parent.resolve()
@@ -58,8 +62,9 @@ def inside(root: Path, relative: str) -> Path:
 
 
 @contextmanager
-def mounted(root: Path, relative: str, mount_args: list[str]) -> Iterator[None]:
-    target = inside(root, relative)
+def kernel_filesystem_mounted(root: Path, relative: str, mount_args: list[str]) -> Iterator[None]:
+    """/proc, /sys or a bind of the host's /dev at ROOT/relative while the block runs."""
+    target = checked_host_path(root, relative)
     if target.is_symlink():
         raise StageFailed("chroot", f"{target} is a symlink; refusing to mount over it")
     created = not target.exists()
@@ -85,7 +90,7 @@ def replaced_file(root: Path, relative: str, content: str, mode: int) -> Iterato
     inode, owner, mode and target untouched. When a module replaced our file
     on purpose (a package shipping its own), that version is kept.
     """
-    path = inside(root, relative)
+    path = checked_host_path(root, relative)
     if not path.parent.is_dir():
         # A root without the folder (a minimal one) has nothing that would read the file.
         yield
@@ -128,7 +133,7 @@ def replaced_program(
 ) -> Iterator[None]:
     """`script(the image's own program, as saved)` in place of the first candidate there is."""
     for relative in candidates:
-        path = inside(root, relative)
+        path = checked_host_path(root, relative)
         if path.is_file() and not path.is_symlink():
             saved_in_image = "/" + relative + SAVED_SUFFIX
             mode = path.stat().st_mode & 0o7777
@@ -198,7 +203,7 @@ def build_chroot(root: Path) -> Iterator[None]:
         raise StageFailed("chroot", f"{root} does not look like a root filesystem (no etc/)")
     with ExitStack() as stack:
         for relative, mount_args in KERNEL_MOUNTS:
-            stack.enter_context(mounted(root, relative, mount_args))
+            stack.enter_context(kernel_filesystem_mounted(root, relative, mount_args))
         stack.enter_context(replaced_file(root, "usr/sbin/policy-rc.d", POLICY_RC_D, 0o755))
         stack.enter_context(replaced_program(root, START_STOP_DAEMON, start_stop_daemon_stub))
         stack.enter_context(replaced_program(root, SYSTEMCTL, offline_systemctl))

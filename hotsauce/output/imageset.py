@@ -6,7 +6,7 @@ A set is a folder (or a tar.gz of the same files at its top level) holding:
                             (with --no-strip: the whole partitioned disk)
     vmlinuz                 the kernel          (absent when built with kernel: false)
     initrd.img              the ramdisk         (absent when built with kernel: false)
-    libvirt.xml             a domain that boots the three
+    libvirt.xml             a domain that boots the set where its files are (see output/libvirt.py)
     manifest.json           what the set is: see Manifest
     NAME.sha256             one per file above, in `sha256sum` format
 """
@@ -16,13 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from hotsauce.errors import ConfigError, HotsauceError
+from hotsauce.errors import ChecksumMismatch, ConfigError
 
 KERNEL_NAME = "vmlinuz"
 RAMDISK_NAME = "initrd.img"
@@ -30,6 +30,8 @@ LIBVIRT_NAME = "libvirt.xml"
 MANIFEST_NAME = "manifest.json"
 CHECKSUM_SUFFIX = ".sha256"
 ROOT_LABEL = "root"
+EC2_LAYOUT = "ec2"  # a root filesystem booted with the set's kernel and ramdisk
+DISK_LAYOUT = "disk"  # a whole partitioned disk that boots through its firmware and bootloader
 
 
 def root_image_name(image_format: str) -> str:
@@ -50,6 +52,10 @@ class Manifest:
     os_version: str | None  # os-release VERSION_ID, e.g. 12
     hotsauce_version: str
     created: str  # ISO 8601, UTC
+    # Sets written before these fields existed lack them; the defaults say what those sets are.
+    hostname: str | None = None  # the image's /etc/hostname
+    layout: str = EC2_LAYOUT  # ec2 | disk
+    boot_modes: tuple[str, ...] = ()  # for the disk layout: bios, uefi (one or both)
 
     def files(self) -> list[str]:
         names = [self.root, *(n for n in (self.kernel, self.ramdisk) if n), LIBVIRT_NAME, MANIFEST_NAME]
@@ -65,6 +71,8 @@ class Manifest:
         path = folder / MANIFEST_NAME
         try:
             data = json.loads(path.read_text())
+            if isinstance(data, dict) and isinstance(data.get("boot_modes"), list):
+                data["boot_modes"] = tuple(data["boot_modes"])  # JSON has no tuples
             return cls(**data)
         except FileNotFoundError:
             raise ConfigError(f"{folder}: not an image set (no {MANIFEST_NAME})") from None
@@ -87,14 +95,13 @@ def write_checksum(path: Path) -> Path:
     return checksum_path
 
 
-class ChecksumMismatch(HotsauceError):
-    exit_status = 2
-
-
-def verify_set(folder: Path) -> Manifest:
-    """Check every file of the set against its checksum file; name the first bad one."""
+def verify_set(folder: Path, *, skipping: Collection[str] = ()) -> Manifest:
+    """Check every file of the set (but those named in `skipping`) against its checksum file;
+    name the first bad one."""
     manifest = Manifest.read(folder)
     for name in manifest.files():
+        if name in skipping:
+            continue
         path = folder / name
         checksum_path = folder / (name + CHECKSUM_SUFFIX)
         if not path.is_file():
@@ -116,9 +123,14 @@ def opened_set(path: Path) -> Iterator[Path]:
     if not path.is_file():
         raise ConfigError(f"{path}: no such image set (a folder or tar.gz that `hotsauce build` wrote)")
     with TemporaryDirectory(prefix="hotsauce-set-") as temp:
-        try:
-            with tarfile.open(path) as archive:
-                archive.extractall(temp, filter="data")
-        except (tarfile.TarError, OSError) as error:
-            raise ConfigError(f"{path}: not a readable image set archive: {error}") from None
+        extract_set(path, Path(temp))
         yield Path(temp)
+
+
+def extract_set(archive: Path, folder: Path) -> None:
+    """The files of a tar.gz set into `folder`; nothing outside it, whatever the archive says."""
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(folder, filter="data")
+    except (tarfile.TarError, OSError) as error:
+        raise ConfigError(f"{archive}: not a readable image set archive: {error}") from None

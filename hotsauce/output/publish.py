@@ -6,22 +6,21 @@ the final rename is atomic); `-o` appears only when the set is complete.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
-from xml.sax.saxutils import escape
 
 from hotsauce.config import ImageFormat
-from hotsauce.errors import CommandFailed, ConfigError
-from hotsauce.events import Emit, Event, ignore
+from hotsauce.errors import ConfigError
+from hotsauce.events import Emit, ignore
 from hotsauce.host import ledger, proc
+from hotsauce.image import archive
 from hotsauce.image.disk import Partition
-from hotsauce.output.imageset import LIBVIRT_NAME, Manifest, write_checksum
+from hotsauce.output.imageset import Manifest, write_checksum
+from hotsauce.output.libvirt import place_set
+from hotsauce.output.libvirt import write_libvirt_xml as write_libvirt_xml  # build.py calls it from here
 
 SET_FILE_MODE = 0o644
 
@@ -66,47 +65,6 @@ def convert_root_image(disk: Path, partition: Partition, target: Path,
     os.chmod(target, SET_FILE_MODE)
 
 
-def write_libvirt_xml(folder: Path, manifest: Manifest, memory_mib: int = 1024) -> Path:
-    """A domain that boots the set's kernel, ramdisk and root image.
-
-    File names are relative to the set's folder; libvirt wants absolute
-    paths, so `virsh define` needs them rewritten to where the set is.
-    """
-    boot = ""
-    if manifest.kernel and manifest.ramdisk:
-        boot = (f"    <kernel>{escape(manifest.kernel)}</kernel>\n"
-                f"    <initrd>{escape(manifest.ramdisk)}</initrd>\n"
-                f"    <cmdline>{escape(manifest.kernel_cmdline)}</cmdline>\n")
-    xml = f"""<domain type='kvm'>
-  <!-- written by hotsauce {escape(manifest.hotsauce_version)}, build {escape(manifest.build_id)};
-       paths are relative to this folder: make them absolute before `virsh define` -->
-  <name>hotsauce-{escape(manifest.build_id)}</name>
-  <memory unit='MiB'>{memory_mib}</memory>
-  <vcpu>2</vcpu>
-  <os>
-    <type arch='x86_64'>hvm</type>
-{boot}  </os>
-  <features><acpi/></features>
-  <devices>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='{escape(manifest.image_format)}'/>
-      <source file='{escape(manifest.root)}'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <interface type='network'>
-      <source network='default'/>
-      <model type='virtio'/>
-    </interface>
-    <serial type='pty'><target port='0'/></serial>
-    <console type='pty'><target type='serial' port='0'/></console>
-  </devices>
-</domain>
-"""
-    path = folder / LIBVIRT_NAME
-    path.write_text(xml)
-    return path
-
-
 def write_checksums(folder: Path, manifest: Manifest) -> None:
     for name in manifest.files():
         path = folder / name
@@ -121,12 +79,13 @@ def publish(staging: Path, output: Path, *, compress: bool, force: bool, emit: E
         partial = output.parent / f".{output.name}.partial-{os.getpid()}.tar.gz"
         with ledger.held(ledger.Kind.PATH, partial):
             try:
-                _pack(staging, partial, emit)
+                archive.pack(staging, partial, emit)
                 os.chmod(partial, SET_FILE_MODE)
                 _replace(partial, output, force)
             finally:
                 partial.unlink(missing_ok=True)
         return
+    place_set(staging, output, emit=emit)  # libvirt.xml for the files where they are about to be
     _replace(staging, output, force)
 
 
@@ -137,50 +96,3 @@ def _replace(source: Path, output: Path, force: bool) -> None:
         else:
             output.unlink()
     os.rename(source, output)
-
-
-def _pack(folder: Path, archive: Path, emit: Emit) -> None:
-    """tar.gz of the set's files at the archive's top level, compressed on every core.
-
-    The tar stream passes through here on its way to the compressor, so the
-    progress bar counts what has been packed.
-    """
-    names = sorted(p.name for p in folder.iterdir())
-    total = sum((folder / name).stat().st_size for name in names)
-    # Level 1: on a qcow2 it costs about 8% in size and saves three quarters of the time.
-    compressor = ["pigz", "-1", "-p", str(os.cpu_count() or 1)] if shutil.which("pigz") else ["gzip", "-1"]
-    with archive.open("xb") as out, proc.child_process(
-        compressor, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE
-    ) as gzip, proc.child_process(
-        ["tar", "--create", "--file=-", "--owner=0", "--group=0", "--numeric-owner", f"--directory={folder}",
-         "--sparse", *names], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    ) as tar:
-        assert gzip.stdin is not None and tar.stdout is not None
-        _copy_with_progress(tar.stdout, gzip.stdin, total, emit)
-        # The compressor first: when it fails, tar only died of the broken pipe.
-        _expect_success(gzip, compressor[0])
-        _expect_success(tar, "tar")
-
-
-def _copy_with_progress(source: IO[bytes], target: IO[bytes], total: int, emit: Emit) -> None:
-    done = 0
-    try:
-        while chunk := source.read(1 << 20):
-            target.write(chunk)
-            done += len(chunk)
-            emit(Event("progress", "publish", "compressing", {"done": min(done, total), "total": total}))
-        # A sparse raw image packs into less than its size: the bar still ends full.
-        emit(Event("progress", "publish", "compressing", {"done": total, "total": total}))
-    except BrokenPipeError:
-        pass  # the compressor failed; its status and stderr say why
-    finally:
-        with contextlib.suppress(BrokenPipeError):
-            target.close()
-        source.close()  # a tar still writing gets EPIPE instead of waiting for a reader forever
-
-
-def _expect_success(child: subprocess.Popen[bytes], name: str) -> None:
-    status = child.wait()
-    if status != 0:
-        stderr = child.stderr.read().decode(errors="replace") if child.stderr else ""
-        raise CommandFailed([name], status, stderr)

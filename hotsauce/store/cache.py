@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hotsauce.errors import HotsauceError
 from hotsauce.host.release import remove
 
 CACHE_ENV = "HOTSAUCE_CACHE"
@@ -26,13 +25,6 @@ def default_cache_dir() -> Path:
     if env := os.environ.get(CACHE_ENV):
         return Path(env).expanduser().absolute()
     return Path("~/.cache/hotsauce").expanduser()
-
-
-class CacheFull(HotsauceError):
-    """The filesystem of the cache folder has no room for an entry."""
-
-    def __init__(self, folder: Path, what: str) -> None:
-        super().__init__(f"the cache folder {folder} is full: {what} (free space there, or `hotsauce cache clear`)")
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hotsauce.errors import CommandFailed
+from hotsauce.errors import CacheFull, CommandFailed
 from hotsauce.host.proc import run
 from hotsauce.host.release import remove
-from hotsauce.store.cache import Cache, CacheFull
+from hotsauce.store.cache import Cache
 
 _TAR_KEEP = ["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls"]
 # What stays in a root that is emptied again: the filesystem's own folder.

@@ -3,8 +3,8 @@
 Ours rather than community.general's chroot plugin: that collection is not
 reachable from the build hosts, and the `ansible` package that carries it
 weighs about 547 MB for this one file. Everything runs inside the root, and
-files travel through `chroot ROOT dd`, so paths resolve through the image's
-own symlinks, never the host's.
+files travel through `chroot ROOT /bin/sh -c 'cat ...'`, so paths resolve
+through the image's own symlinks, never the host's.
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ IMAGE_ENVIRONMENT = {
     "DEBIAN_FRONTEND": "noninteractive",
     "SYSTEMD_OFFLINE": "1",
 }
-COPY_BLOCK_SIZE = 1024 * 1024
 
 
 def image_environment() -> dict[str, str]:
