@@ -223,7 +223,7 @@ def test_what_a_build_could_not_release_stays_in_its_ledger_and_cleanup_releases
         partition = disk.write_partition_table(image)
         with pytest.raises(CommandFailed, match="umount"), disk.attached(image, partition) as device:
             disk.make_filesystem(device, FsType.EXT4)
-            with disk.mounted(device, busy_makers_stopped / "root") as root:
+            with disk.root_filesystem_mounted(device, busy_makers_stopped / "root") as root:
                 busy = (root / "held-open").open("w")
     try:
         [leftover] = ledger.find_leftovers(run_dir)
