@@ -23,7 +23,7 @@ from pathlib import Path
 
 from hotsauce.build import build
 from hotsauce.config import BuildOptions, load_config
-from hotsauce.events import Event
+from hotsauce.events import Event, EventKind
 from hotsauce.host.sizes import human_size
 
 BUILD_YAML = """\
@@ -61,7 +61,7 @@ def timed_build(project: Path, cache: Path, output: Path) -> dict[str, object]:
     cached: dict[str, bool] = {}
 
     def collect(event: Event) -> None:
-        if event.kind == "info" and "cached" in event.data:
+        if event.kind is EventKind.INFO and "cached" in event.data:
             cached[event.stage] = bool(event.data["cached"])
 
     options = BuildOptions(size=2 << 30, output=output, cache_dir=cache)

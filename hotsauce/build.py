@@ -1,8 +1,9 @@
 """The build pipeline: config, then disk, then base, then modules, then output.
 
 `build()` is the library entry point; the CLI is a thin layer over it. Each
-resource is entered in a `with` block, so on success, on error, on Ctrl-C
-and on SIGTERM everything is released in the reverse order it was taken.
+resource is entered in a `with` block or an ExitStack, so on success, on
+error, on Ctrl-C, on SIGTERM and on a cancel everything is released in the
+reverse order it was taken. Every stage takes the build's `BuildContext`.
 """
 
 from __future__ import annotations
@@ -11,18 +12,20 @@ import secrets
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hotsauce import __version__
 from hotsauce.bases import download
-from hotsauce.bases.debian import PlannedBase, plan_base, provide_debian_base
+from hotsauce.bases.debian import plan_base, provide_debian_base
 from hotsauce.boot.boot_set import boot_image_set
-from hotsauce.config import BuildConfig, BuildOptions, DebianBase, DownloadBase, check_unknown_keys
-from hotsauce.events import Emit, Event, StageTimes, ignore, stage
-from hotsauce.host import ledger
+from hotsauce.config import BuildConfig, BuildOptions, DebianBase, check_unknown_keys
+from hotsauce.context import BuildContext, BuildPaths, Plan, Stages, checking_cancel, folders_filled_by
+from hotsauce.events import Emit, Event, EventKind, Stage, StageTimes, ignore
+from hotsauce.host import cancel, ledger
+from hotsauce.host.cancel import CancelRequested, cancellable
 from hotsauce.host.signals import interruptible
 from hotsauce.image import archive, disk
 from hotsauce.image.identity import scrub_image, set_identity
@@ -30,13 +33,7 @@ from hotsauce.modules.ansible_run import run_ansible_modules
 from hotsauce.modules.chroot import build_chroot
 from hotsauce.modules.galaxy import install_requirements
 from hotsauce.modules.python_run import run_python_module
-from hotsauce.modules.resolve import (
-    ResolvedModule,
-    module_search,
-    plan_runs,
-    resolve_all,
-    variables_read_by,
-)
+from hotsauce.modules.resolve import ResolvedModule, module_search, plan_runs, resolve_all, variables_read_by
 from hotsauce.modules.result_cache import ModuleLayers, file_digest, layers_for
 from hotsauce.output import publish as output
 from hotsauce.output.boot_files import copy_boot_files, find_boot_files, read_os_release
@@ -44,6 +41,8 @@ from hotsauce.output.imageset import ROOT_LABEL, Manifest, root_image_name
 from hotsauce.rootpath import inside
 from hotsauce.store.cache import Cache, default_cache_dir
 from hotsauce.store.logs import build_log
+
+__all__ = ["BuildContext", "BuildResult", "Plan", "build"]
 
 KERNEL_CMDLINE = f"root=LABEL={ROOT_LABEL} ro console=tty0 console=ttyS0,115200n8"
 
@@ -57,51 +56,77 @@ class BuildResult:
 
 
 @dataclass(frozen=True)
-class Plan:
-    """Everything checked and resolved before a byte is allocated."""
-
-    modules: tuple[ResolvedModule, ...]
-    roles_path: tuple[Path, ...]
-    collections_path: tuple[Path, ...]
+class FetchedBase:
+    archive: Path  # the root archive to unpack
+    identity: str  # what the download holds, for the module cache's key
 
 
 def new_build_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
-def build(config: BuildConfig, options: BuildOptions, emit: Emit = ignore) -> BuildResult:
-    """Build the image set that `config` describes and write it to `options.output`."""
+def build(config: BuildConfig, options: BuildOptions, emit: Emit = ignore, *,
+          cancel: CancelRequested | None = None) -> BuildResult:
+    """Build the image set that `config` describes and write it to `options.output`.
+
+    `emit` receives the build's events. `cancel` (a threading.Event's `is_set`,
+    say) may be set from any thread: the build looks at it at each stage
+    boundary and inside its long waits, and stops.
+
+    Raises ConfigError for bad input, before anything is allocated;
+    BuildFailed, carrying the stage and, for a full disk, which disk, for any
+    other failure; BuildCancelled once cancelled. Everything the build held is
+    released, and no output written, before either is raised.
+    """
+    stages = Stages(folders_filled_by(options))
+    try:
+        with ExitStack() as held:
+            ctx = _start(config, options, emit, cancel, stages, held)
+            source = _root_source(ctx)
+            manifest = _build_into(ctx, source)
+            if options.boot_checks is not None:
+                with ctx.stage(Stage.BOOT_CHECK):
+                    _boot_check(ctx, options.boot_checks)
+            with ctx.stage(Stage.PUBLISH):
+                output.publish(ctx.paths.staging, options.output, compress=options.compress,
+                               force=options.force, emit=ctx.emit,
+                               probe_cache=ctx.cache.folder("kvm-probe") if ctx.cache.enabled else None)
+            ctx.emit(Event(EventKind.FINISHED, Stage.PUBLISH, str(options.output), {"seconds": ctx.times.seconds}))
+    except BaseException as error:
+        failure = stages.failure(error, options)
+        if failure is error:
+            raise
+        raise failure from error
+    return BuildResult(options.output.absolute(), ctx.build_id, manifest, ctx.times)
+
+
+def _start(config: BuildConfig, options: BuildOptions, emit: Emit, cancel_requested: CancelRequested | None,
+           stages: Stages, held: ExitStack) -> BuildContext:
+    """What the build holds from start to end, and the config stage: everything checked
+    and resolved, and the work and staging folders made, before the image is allocated."""
     cache = Cache(options.cache_dir or config.cache_dir or default_cache_dir(), enabled=options.use_cache)
     build_id = new_build_id()
-    times = StageTimes()
-    with (
-        interruptible(),
-        ledger.recording(),
-        build_log(cache, build_id, emit) as (log_dir, emit),
-        _work_folder(options) as work,
-    ):
-        emit(Event("info", "config", f"build {build_id}; log: {log_dir / 'build.log'}", {"log_dir": str(log_dir)}))
-        with stage(emit, "config", times):
-            warn_about_leftovers(emit)
-            output.check_output_path(options.output, force=options.force)
-            plan = make_plan(config, cache, emit, scratch=work)
-        fetched = _fetch_base(config, options, cache, work, emit, times)
-        with output.staging_folder(options.output) as staging:
-            manifest = _build_into(config, options, plan, fetched, cache, log_dir, work, staging, build_id,
-                                   emit, times)
-            if options.boot_checks is not None:
-                with stage(emit, "boot-check", times):
-                    _boot_check(staging, options.boot_checks, log_dir / "boot", emit)
-            with stage(emit, "publish", times):
-                output.publish(staging, options.output, compress=options.compress, force=options.force, emit=emit)
-        emit(Event("finished", "publish", str(options.output), {"seconds": times.seconds}))
-    return BuildResult(options.output.absolute(), build_id, manifest, times)
+    held.enter_context(cancellable(cancel_requested))
+    held.enter_context(interruptible())
+    recorded = held.enter_context(ledger.recording())
+    log_dir, logged = held.enter_context(build_log(cache, build_id, emit))
+    stages.emit = checking_cancel(logged)
+    stages.emit(Event(EventKind.INFO, Stage.CONFIG, f"build {build_id}; log: {log_dir / 'build.log'}",
+                      {"log_dir": str(log_dir)}))
+    with stages.bracket(Stage.CONFIG):
+        warn_about_leftovers(stages.emit)
+        output.check_output_path(options.output, force=options.force)
+        work = held.enter_context(_work_folder(options))
+        plan = make_plan(config, cache, stages.emit, scratch=work)
+        staging = held.enter_context(output.staging_folder(options.output))
+    return BuildContext(config, options, build_id, cache, log_dir, BuildPaths(work, staging), plan, stages,
+                        recorded, cancel_requested)
 
 
-def _boot_check(staging: Path, checks: Sequence[str], log_dir: Path, emit: Emit) -> None:
+def _boot_check(ctx: BuildContext, checks: Sequence[str]) -> None:
     """Boot the finished set before it is published: a set that does not boot is no output.
     The serial log stays with the build's log."""
-    boot_image_set(staging, checks=checks, log_dir=log_dir, emit=emit).raise_for_failure()
+    boot_image_set(ctx.paths.staging, checks=checks, log_dir=ctx.log_dir / "boot", emit=ctx.emit).raise_for_failure()
 
 
 def make_plan(config: BuildConfig, cache: Cache, emit: Emit, scratch: Path | None = None) -> Plan:
@@ -117,7 +142,7 @@ def make_plan(config: BuildConfig, cache: Cache, emit: Emit, scratch: Path | Non
 
 def warn_about_leftovers(emit: Emit) -> None:
     for leftover in ledger.find_leftovers():
-        emit(Event("warning", "config", f"build {leftover.pid} ended without releasing "
+        emit(Event(EventKind.WARNING, Stage.CONFIG, f"build {leftover.pid} ended without releasing "
                    f"{len(leftover.holdings)} resources (its ledger: {leftover.ledger}); "
                    "run `hotsauce cleanup` to release them"))
 
@@ -132,77 +157,79 @@ def _work_folder(options: BuildOptions) -> Iterator[Path]:
             ledger.remove_tree(work)
 
 
-@dataclass(frozen=True)
-class FetchedBase:
-    archive: Path  # the root archive to unpack
-    identity: str  # what the download holds, for the module cache's key
-
-
-def _fetch_base(config: BuildConfig, options: BuildOptions, cache: Cache, work: Path, emit: Emit,
-                times: StageTimes) -> FetchedBase | None:
-    """The root archive, fetched and checked before a byte of the image is allocated."""
-    if not isinstance(config.base, DownloadBase):
-        return None
-    with stage(emit, "download", times):
-        fetched = download.fetch(config.base, cache, emit, scratch=work)
+def _root_source(ctx: BuildContext) -> DebianBase | FetchedBase:
+    """Where the root comes from. A download is fetched and checked before a byte of the image is allocated."""
+    base = ctx.config.base
+    if isinstance(base, DebianBase):
+        return base
+    with ctx.stage(Stage.DOWNLOAD):
+        fetched = download.fetch(base, ctx.cache, ctx.emit, scratch=ctx.paths.work)
         # Known from the download itself: a root_file pulled out below is new every build.
-        identity = f"download:{config.base.sha256 or file_digest(fetched)}:{config.base.root_file or ''}"
-        name = f"download.from {config.base.url}"
-        if config.base.root_file:
-            fetched = archive.extract_member(fetched, config.base.root_file, work, name)
-            name = f"download.root_file {config.base.root_file}"
+        identity = f"download:{base.sha256 or file_digest(fetched)}:{base.root_file or ''}"
+        name = f"download.from {base.url}"
+        if base.root_file:
+            fetched = archive.extract_member(fetched, base.root_file, ctx.paths.work, name)
+            name = f"download.root_file {base.root_file}"
         unpacked = archive.check_members(fetched, name)
-        archive.check_fits(unpacked, options.size, name)
+        archive.check_fits(unpacked, ctx.options.size, name)
         return FetchedBase(fetched, identity)
 
 
-def _build_into(config: BuildConfig, options: BuildOptions, plan: Plan, fetched: FetchedBase | None,
-                cache: Cache, log_dir: Path, work: Path, staging: Path, build_id: str, emit: Emit,
-                times: StageTimes) -> Manifest:
-    image = work / "disk.raw"
-    with stage(emit, "disk", times):
-        disk.allocate(image, options.size)
-        partition = disk.write_partition_table(image)
-    with disk.attached(image, partition) as device:
-        with stage(emit, "format", times):
-            disk.make_filesystem(device, options.fs_type)
-        with disk.root_filesystem_mounted(device, work / "root") as root:
-            runs = plan_runs(plan.modules)
-            with stage(emit, "base", times):
-                layers, done = _fill_root(config, cache, root, fetched, runs, emit)
-            with stage(emit, "modules", times):
-                run_modules(runs[done:], root, variables_for(config), plan, log_dir, emit,
-                            after_run=_storing(layers, done, root))
-            with stage(emit, "finish", times):
-                os_release = _finish_root(config, root, staging)
-                disk.trim(root)
-    with stage(emit, "convert", times):
-        root_name = root_image_name(options.image_format.value)
-        output.convert_root_image(image, partition, staging / root_name, options.image_format, options.strip)
-        manifest = _manifest(config, options, build_id, root_name, os_release)
-        manifest.write(staging)
-        output.write_libvirt_xml(staging, manifest)
-        output.write_checksums(staging, manifest)
+def _build_into(ctx: BuildContext, source: DebianBase | FetchedBase) -> Manifest:
+    """The image allocated, filled by the base and the modules, and converted into the staging folder."""
+    with ExitStack() as image:
+        with ctx.stage(Stage.DISK):
+            disk.allocate(ctx.paths.image, ctx.options.size)
+            partition = disk.write_partition_table(ctx.paths.image)
+            device = image.enter_context(disk.attached(ctx.paths.image, partition))
+        with ctx.stage(Stage.FORMAT):
+            disk.make_filesystem(device, ctx.options.fs_type)
+        with ctx.stage(Stage.MOUNT):
+            root = image.enter_context(disk.root_filesystem_mounted(device, ctx.paths.root))
+        runs = plan_runs(ctx.plan.modules)
+        with ctx.stage(Stage.BASE):
+            layers, done = _fill_root(ctx, root, source, runs)
+        with ctx.stage(Stage.MODULES):
+            run_modules(ctx, runs[done:], root, after_run=_storing(layers, done, root))
+        with ctx.stage(Stage.FINISH):
+            os_release = _finish_root(ctx, root)
+            disk.trim(root)
+            with cancel.shielded():
+                image.close()  # unmounted, so written back, and detached: a failure here is this stage's
+    with ctx.stage(Stage.CONVERT):
+        root_name = root_image_name(ctx.options.image_format.value)
+        output.convert_root_image(ctx.paths.image, partition, ctx.paths.staging / root_name,
+                                  ctx.options.image_format, ctx.options.strip)
+        manifest = _manifest(ctx, root_name, os_release)
+        manifest.write(ctx.paths.staging)
+        output.write_libvirt_xml(ctx.paths.staging, manifest)
+        output.write_checksums(ctx.paths.staging, manifest)
     return manifest
 
 
-def _fill_root(config: BuildConfig, cache: Cache, root: Path, fetched: FetchedBase | None,
-               runs: Sequence[Sequence[ResolvedModule]], emit: Emit) -> tuple[ModuleLayers | None, int]:
+def _fill_root(ctx: BuildContext, root: Path, source: DebianBase | FetchedBase,
+               runs: Sequence[Sequence[ResolvedModule]]) -> tuple[ModuleLayers | None, int]:
     """The base, or the newest cached result of the first module runs; how many runs that covers."""
-    planned = plan_base(config.base) if isinstance(config.base, DebianBase) and cache.enabled else None
+    identity, fill = _base_filler(ctx, root, source)
     layers = None
-    if cache.enabled and runs:
-        if planned is not None:
-            identity = planned.entry_name
-        else:
-            assert fetched is not None
-            identity = fetched.identity
-        layers = layers_for(cache, identity, config, runs)
-        if done := layers.restore_newest(root, emit):
+    if ctx.cache.enabled and runs and identity is not None:
+        layers = layers_for(ctx.cache, identity, ctx.config, runs)
+        if done := layers.restore_newest(root, ctx.emit):
             return layers, done
-    _fill_base(config, root, fetched, cache, emit, planned)
-    _prepare_root(config, root)
+    fill()
+    _prepare_root(ctx.config, root)
     return layers, 0
+
+
+def _base_filler(ctx: BuildContext, root: Path,
+                 source: DebianBase | FetchedBase) -> tuple[str | None, Callable[[], None]]:
+    """What the base is, for the module cache's key (None: no key without the cache), and how
+    it fills the root. A Debian base's key is read from the mirror once, only with the cache."""
+    if isinstance(source, FetchedBase):
+        return source.identity, lambda: archive.extract(source.archive, root, ctx.emit)
+    planned = plan_base(source) if ctx.cache.enabled else None
+    return (planned.entry_name if planned else None,
+            lambda: provide_debian_base(source, root, ctx.cache, ctx.emit, planned))
 
 
 def _storing(layers: ModuleLayers | None, done: int, root: Path) -> Callable[[int], None]:
@@ -213,15 +240,6 @@ def _storing(layers: ModuleLayers | None, done: int, root: Path) -> Callable[[in
             layers.store(done + index, root)
 
     return store
-
-
-def _fill_base(config: BuildConfig, root: Path, fetched: FetchedBase | None, cache: Cache, emit: Emit,
-               planned: PlannedBase | None) -> None:
-    if isinstance(config.base, DebianBase):
-        provide_debian_base(config.base, root, cache, emit, planned)
-        return
-    assert isinstance(config.base, DownloadBase) and fetched is not None
-    archive.extract(fetched.archive, root, emit)
 
 
 def _prepare_root(config: BuildConfig, root: Path) -> None:
@@ -237,38 +255,44 @@ def variables_for(config: BuildConfig) -> dict[str, Any]:
     return {**config.data, "hotsauce_build_dir": str(config.directory)}
 
 
-def run_modules(runs: Sequence[Sequence[ResolvedModule]], root: Path, cfg: Mapping[str, Any], plan: Plan,
-                log_dir: Path, emit: Emit, after_run: Callable[[int], None] = lambda index: None) -> None:
+def run_modules(ctx: BuildContext, runs: Sequence[Sequence[ResolvedModule]], root: Path,
+                after_run: Callable[[int], None] = lambda index: None) -> None:
     """Each run in order, in the build chroot: a Python module alone, or consecutive Ansible modules
     together. The chroot is left between runs so `after_run` sees the root as the image will have it."""
+    cfg = variables_for(ctx.config)
     for index, run in enumerate(runs):
-        emit(Event("info", "modules", f"running {', '.join(module.name for module in run)}"))
-        with build_chroot(root):
+        cancel.check()
+        ctx.emit(Event(EventKind.INFO, Stage.MODULES, f"running {', '.join(module.name for module in run)}"))
+        with ExitStack() as chroot:
+            chroot.enter_context(build_chroot(root))
             if run[0].is_ansible:
-                run_ansible_modules(root, run, cfg, roles_path=plan.roles_path,
-                                    collections_path=plan.collections_path, log_dir=log_dir, emit=emit)
+                run_ansible_modules(root, run, cfg, roles_path=ctx.plan.roles_path,
+                                    collections_path=ctx.plan.collections_path, log_dir=ctx.log_dir,
+                                    emit=ctx.emit)
             else:
                 run_python_module(run[0], root, cfg)
+            with cancel.shielded():
+                chroot.close()  # what the run left running is stopped, the kernel filesystems unmounted
         after_run(index)
 
 
-def _finish_root(config: BuildConfig, root: Path, staging: Path) -> dict[str, str]:
+def _finish_root(ctx: BuildContext, root: Path) -> dict[str, str]:
     scrub_image(root)
-    if config.kernel:
-        copy_boot_files(find_boot_files(root), staging)
+    if ctx.config.kernel:
+        copy_boot_files(find_boot_files(root), ctx.paths.staging)
     return read_os_release(root)
 
 
-def _manifest(config: BuildConfig, options: BuildOptions, build_id: str, root_name: str,
-              os_release: Mapping[str, str]) -> Manifest:
+def _manifest(ctx: BuildContext, root_name: str, os_release: Mapping[str, str]) -> Manifest:
+    options = ctx.options
     return Manifest(
-        build_id=build_id,
+        build_id=ctx.build_id,
         root=root_name,
         image_format=options.image_format.value,
         fs_type=options.fs_type.value,
         partitioned=not options.strip,
-        kernel="vmlinuz" if config.kernel else None,
-        ramdisk="initrd.img" if config.kernel else None,
+        kernel="vmlinuz" if ctx.config.kernel else None,
+        ramdisk="initrd.img" if ctx.config.kernel else None,
         kernel_cmdline=KERNEL_CMDLINE,
         os_distro=os_release.get("ID"),
         os_version=os_release.get("VERSION_ID"),

@@ -115,3 +115,31 @@ class Interrupted(HotsauceError):
     """SIGINT or SIGTERM arrived; everything held was released on the way out."""
 
     exit_status = 130
+
+
+class Cancelled(Interrupted):
+    """The caller of `hotsauce.build.build()` cancelled it; everything held was released."""
+
+    def __init__(self) -> None:
+        super().__init__("cancelled; everything held was released")
+
+
+class BuildFailed(HotsauceError):
+    """A build that failed once its input was accepted: in which stage, why, and what may help.
+
+    `cause` is the error raised where the problem was found (also `__cause__`);
+    the exit status is the cause's.
+    """
+
+    def __init__(self, stage: str, cause: BaseException, reason: str, hint: str | None = None) -> None:
+        located = reason if reason.startswith(f"{stage}: ") else f"{stage}: {reason}"
+        super().__init__(f"{located} ({hint})" if hint else located)
+        self.stage = stage
+        self.cause = cause
+        self.reason = reason
+        self.hint = hint
+        self.exit_status = getattr(cause, "exit_status", HotsauceError.exit_status)
+
+
+class BuildCancelled(BuildFailed):
+    """The build was cancelled through `build(cancel=...)`; `stage` is where it stopped."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import tarfile
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -30,13 +31,16 @@ def make_tar(path: Path, members: list[tuple[str, str, str]]) -> Path:
     return path
 
 
-def test_an_ordinary_root_with_relative_and_absolute_symlinks_passes(tmp_path: Path) -> None:
+def test_an_ordinary_root_with_relative_and_absolute_symlinks_passes_with_its_unpacked_size(
+    tmp_path: Path,
+) -> None:
     archive = make_tar(tmp_path / "ok.tar.gz", [
-        ("dir", "./usr/bin", ""), ("symlink", "./bin", "usr/bin"), ("file", "./usr/bin/sh", "#!"),
+        ("dir", "./usr/bin", ""), ("symlink", "./bin", "usr/bin"), ("file", "./usr/bin/sh", "#" * 5000),
         ("symlink", "./etc/os-release", "/usr/lib/os-release"), ("hardlink", "./usr/bin/dash", "./usr/bin/sh"),
         ("file", "./bin/through-relative-link", "inside"),
     ])
-    check_members(archive, "ok")
+    # A 4 KiB block per member, two for the 5000-byte file: the estimate check_fits is given.
+    assert check_members(archive, "ok") == 7 * 4096
 
 
 @pytest.mark.parametrize("members", [
@@ -71,7 +75,7 @@ def test_root_file_is_pulled_out_of_an_outer_archive(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("suffix", ["tar", "tar.gz"])
 def test_an_archive_unpacks_into_the_root_and_its_progress_ends_full(tmp_path: Path, suffix: str) -> None:
-    mode = "w:gz" if suffix == "tar.gz" else "w"
+    mode: Literal["w", "w:gz"] = "w:gz" if suffix == "tar.gz" else "w"
     archive = tmp_path / f"root.{suffix}"
     with tarfile.open(archive, mode) as tar:
         data = b"x" * (3 << 20)

@@ -18,8 +18,8 @@ import pytest
 
 from tests.faults.checks import assert_nothing_left
 from tests.faults.projects import tiny_root_tarball
+from tests.faults.scene import Scene, make_scene
 from tests.images import run_hotsauce
-from tests.test_faults import Scene, make_scene
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +44,8 @@ def with_modules(tmp_path: Path, modules: list[str]) -> Scene:
     return make_scene(tmp_path, modules)
 
 
-def with_base(tmp_path: Path, write_base: Callable[[Path], None], extra: str = "") -> Scene:
+def with_base(tmp_path: Path, write_base: Callable[[Path], object], extra: str = "") -> Scene:
+    """A scene over the base archive `write_base` writes at the path it is given (what it returns is ignored)."""
     scene = make_scene(tmp_path, [])
     base = tmp_path / "base.tar"
     write_base(base)
@@ -210,10 +211,6 @@ def test_a_root_archive_member_leaving_the_root_is_refused(
     assert not Path("/etc/escaped").exists()
 
 
-@pytest.mark.skipif(
-    not (Path(__file__).parent.parent / "hotsauce" / "modules" / "galaxy.py").exists(),
-    reason="the Ansible work (hotsauce/galaxy.py) has not landed yet",
-)
 def test_a_requirements_file_naming_a_role_that_cannot_be_installed_is_named(tmp_path: Path) -> None:
     scene = make_scene(tmp_path, [])
     (scene.project / "requirements.yml").write_text("roles:\n  - name: nobody.no_such_role_anywhere\n")

@@ -35,9 +35,10 @@ from hotsauce.boot.probe import (
     probe_script,
     write_probe_disk,
 )
-from hotsauce.boot.qemu import Drive
+from hotsauce.boot.qemu import KVM_PROBE_SECONDS, Accel, Drive, choose_accel, kvm_runs_kernel
 from hotsauce.commands import boot as boot_command
-from hotsauce.errors import BootFailed, ConfigError
+from hotsauce.errors import BootFailed, ConfigError, KvmUnusable
+from hotsauce.events import Event
 from hotsauce.output.imageset import Manifest, sha256_of
 from tests.image_sets import extract_root, make_image_set
 from tests.images import run_hotsauce
@@ -158,6 +159,42 @@ def root_tree(debian_rootfs_tarball: Path, tmp_path_factory: pytest.TempPathFact
     return extract_root(debian_rootfs_tarball, tmp_path_factory.mktemp("boot-root") / "tree")
 
 
+def panics_without_a_root(kernel: Path, accel: str, console: Path, *, seconds: float) -> bool:
+    """Whether `kernel`, given no ramdisk and no root, panics within `seconds` under `accel`.
+
+    QEMU's command line is written here by hand, not by hotsauce, so it checks
+    the probe independently; panic=-1 and -no-reboot make QEMU exit at the panic.
+    """
+    argv = ["qemu-system-x86_64", "-accel", accel, "-m", "256", "-smp", "1", "-no-reboot",
+            "-kernel", str(kernel), "-append", "console=ttyS0 panic=-1",
+            "-display", "none", "-monitor", "none", "-nic", "none", "-serial", f"file:{console}"]  # fmt: skip
+    qemu = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        qemu.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        pass  # still running: the guest hangs
+    finally:
+        if qemu.poll() is None:
+            qemu.kill()
+            qemu.wait()
+    return "Kernel panic" in console.read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def boot_kernel(root_tree: Path) -> Path:
+    return sorted((root_tree / "boot").glob("vmlinuz-*"))[0]
+
+
+@pytest.fixture(scope="module")
+def kvm_runs_it(boot_kernel: Path, tmp_path_factory: pytest.TempPathFactory) -> bool:
+    """The truth the probe must find, by a slower check of its own: without a usable /dev/kvm, no;
+    with one, whether KVM gets the kernel to its panic within twice the probe's default bound."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    console = tmp_path_factory.mktemp("kvm-truth") / "console.log"
+    return panics_without_a_root(boot_kernel, "kvm", console, seconds=2 * KVM_PROBE_SECONDS)
+
+
 @dataclass(frozen=True)
 class CommandRun:
     json: dict[str, Any]
@@ -250,15 +287,24 @@ def qemu_processes_mentioning(text: str) -> list[str]:
 
 @pytest.mark.integration
 @pytest.mark.boot
-def test_a_kernel_that_cannot_find_its_root_fails_fast_and_leaves_no_qemu(
-    unbootable_set_archive: Path, tmp_path: Path
+def test_a_kernel_that_cannot_find_its_root_fails_fast_leaves_no_qemu_and_says_its_accelerator(
+    unbootable_set_archive: Path, kvm_runs_it: bool, tmp_path: Path
 ) -> None:
     log_dir = tmp_path / "unbootable-logs"
+    events: list[Event] = []
     started = time.monotonic()
     result = boot_image_set(
-        unbootable_set_archive, checks=["true"], timeout=BAD_BOOT_TIMEOUT, log_dir=log_dir
+        unbootable_set_archive,
+        checks=["true"],
+        timeout=BAD_BOOT_TIMEOUT,
+        log_dir=log_dir,
+        emit=events.append,
+        accel=Accel.AUTO,
     )
     assert time.monotonic() - started < BAD_BOOT_TIMEOUT  # the console showed it: no waiting out
+    # --accel auto takes KVM only where it runs the kernel, and says which it took.
+    said = [e.message for e in events if e.message.startswith("booting ")]
+    assert len(said) == 1 and f"({'kvm' if kvm_runs_it else 'tcg'})" in said[0], said
     assert not result.booted and not result.ok
     assert "root" in result.reason and "timed out" not in result.reason
     assert result.serial_log == log_dir / "console.log" and result.serial_log.stat().st_size > 0
@@ -318,8 +364,18 @@ def _read_until(process: subprocess.Popen[bytes], wanted: bytes, *, seconds: flo
 
 @pytest.mark.integration
 @pytest.mark.boot
-def test_the_kvm_probe_answers_within_its_bound_instead_of_hanging(root_tree: Path) -> None:
-    kernel = sorted((root_tree / "boot").glob("vmlinuz-*"))[0]
+def test_the_kvm_probe_answers_within_its_bound_with_the_verdict_an_independent_boot_finds(
+    boot_kernel: Path, kvm_runs_it: bool, tmp_path: Path
+) -> None:
+    # Under TCG the same kernel reaches the panic the probe looks for: a "no" from
+    # the probe is about KVM, not about a kernel or console that never says anything.
+    assert panics_without_a_root(boot_kernel, "tcg", tmp_path / "tcg-console.log", seconds=120)
     started = time.monotonic()
-    qemu._probe_kvm(kernel, seconds=10)  # the probe itself: a remembered verdict would answer at once
+    verdict = qemu._probe_kvm(boot_kernel, seconds=10)  # the probe itself: a remembered verdict would answer at once
     assert time.monotonic() - started < 10 + 10  # the bound plus QEMU's stop grace
+    assert verdict == kvm_runs_it
+    assert kvm_runs_kernel(boot_kernel) == kvm_runs_it  # remembered or probed again, the same answer
+    assert choose_accel(Accel.AUTO, boot_kernel) is (Accel.KVM if kvm_runs_it else Accel.TCG)
+    if not kvm_runs_it:
+        with pytest.raises(KvmUnusable, match="use --accel tcg"):
+            choose_accel(Accel.KVM, boot_kernel)

@@ -142,7 +142,7 @@ def test_a_module_that_raises_fails_the_build_and_leaves_nothing(served_rootfs: 
     result = run_hotsauce("build", "-s", "2G", "-o", "out.tar.gz", "-x", "--work-dir", work, cwd=project)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
-    assert lines[-1].startswith("hotsauce: module 'explode' failed: RuntimeError: the disk is full of hot sauce")
+    assert lines[-1].startswith("hotsauce: modules: module 'explode' failed: RuntimeError: the disk is full of")
     assert "Traceback" not in result.stderr
     assert not (project / "out.tar.gz").exists()
     assert [p.name for p in project.iterdir() if p.name.startswith(".")] == []

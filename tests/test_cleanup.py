@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from pathlib import Path
 
@@ -23,10 +23,10 @@ from hotsauce.host import ledger
 from hotsauce.image import disk
 from tests.faults.checks import leftovers_under
 from tests.faults.running import hotsauce_env, start_in_background, wait_for
+from tests.faults.scene import Scene, make_scene
 from tests.faults.shims import path_with, shim_folder, started_marker
 from tests.images import run_hotsauce
 from tests.leaks import held_resources
-from tests.test_faults import Scene, make_scene
 
 pytestmark = pytest.mark.integration
 
@@ -63,8 +63,8 @@ def kill_in_base(tmp_path: Path) -> Scene:
 
 
 @pytest.mark.parametrize("kill", [kill_in_modules, kill_in_base], ids=["in modules", "in base"])
-def test_cleanup_releases_everything_a_sigkilled_build_held(tmp_path: Path, kill: object) -> None:
-    scene = kill(tmp_path)  # type: ignore[operator]
+def test_cleanup_releases_everything_a_sigkilled_build_held(tmp_path: Path, kill: Callable[[Path], Scene]) -> None:
+    scene = kill(tmp_path)
     assert held_by_the_killed_build(scene), "the kill left nothing: the test proves nothing"
 
     result = run_hotsauce("cleanup", cwd=tmp_path, env=scene.env())

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.checks import assert_nothing_left, leftovers_under
+from hotsauce.events import Stage
+from tests.faults.checks import assert_nothing_left, leftovers_under, processes_rooted_under
 from tests.faults.plugin import record_outcome
-from tests.faults.projects import tiny_root_tarball, write_project
+from tests.faults.projects import write_project
 from tests.faults.running import hotsauce_env, run_and_signal
+from tests.faults.scene import Scene, make_scene
 from tests.faults.shims import path_with, shim_folder, started_marker
 from tests.filesystems import small_tmpfs
 from tests.images import run_hotsauce
@@ -29,52 +31,21 @@ pytestmark = pytest.mark.integration
 @dataclass(frozen=True)
 class FaultPoint:
     label: str  # the row of the outcome table
-    stage: str  # the stage the one-line reason must name
+    stage: Stage  # the stage the one-line reason must name
     tool: str | None  # the host tool shimmed there; None: a Python module ('boom' or 'sleepy')
 
 
 POINTS = [
-    FaultPoint("allocation: partition", "disk", "sfdisk"),
-    FaultPoint("allocation: attach", "disk", "losetup"),
-    FaultPoint("formatting", "format", "mkfs.ext4"),
-    FaultPoint("mounting", "format", "mount"),
-    FaultPoint("base", "base", "tar"),
-    FaultPoint("modules: python", "modules", None),
-    FaultPoint("output: convert", "convert", "qemu-img"),
-    FaultPoint("compression", "publish", "pigz"),
+    FaultPoint("allocation: partition", Stage.DISK, "sfdisk"),
+    FaultPoint("allocation: attach", Stage.DISK, "losetup"),
+    FaultPoint("formatting", Stage.FORMAT, "mkfs.ext4"),
+    FaultPoint("mounting", Stage.MOUNT, "mount"),
+    FaultPoint("base", Stage.BASE, "tar"),
+    FaultPoint("modules: python", Stage.MODULES, None),
+    FaultPoint("output: convert", Stage.CONVERT, "qemu-img"),
+    FaultPoint("compression", Stage.PUBLISH, "pigz"),
 ]
 FAULTS = {"failure": None, "SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM}
-
-
-@dataclass(frozen=True)
-class Scene:
-    scratch: Path
-    project: Path
-    work: Path
-    output: Path
-    run_dir: Path
-    cache: Path
-
-    def build_args(self, *extra: str) -> list[str | Path]:
-        return ["build", "-s", "128M", "-o", self.output, "--work-dir", self.work, "--cache-dir", self.cache, *extra]
-
-    def env(self, **extra: str) -> dict[str, str]:
-        return {"HOTSAUCE_RUN_DIR": str(self.run_dir), **extra}
-
-
-def make_scene(tmp_path: Path, modules: list[str]) -> Scene:
-    tarball = tiny_root_tarball(tmp_path / "tiny-root.tar")
-    scene = Scene(
-        tmp_path,
-        write_project(tmp_path / "project", tarball, modules),
-        tmp_path / "work",
-        tmp_path / "out" / "set.tar.gz",
-        tmp_path / "run",
-        tmp_path / "cache",
-    )
-    for folder in (scene.work, scene.output.parent, scene.run_dir):
-        folder.mkdir(parents=True, exist_ok=True)
-    return scene
 
 
 def checked(
@@ -122,7 +93,10 @@ def test_a_fault_at_any_stage_exits_non_zero_with_one_line_and_leaves_nothing(
         result = run_and_signal(args, cwd=scene.project, env=hotsauce_env(env), marker=marker, sig=sig)
     reason = checked(scene, result, fault, point.label)
     if sig is None:
-        assert reason.startswith(f"hotsauce: {point.stage}: ") or "module 'boom' failed" in reason, reason
+        assert reason.startswith(f"hotsauce: {point.stage}: "), reason
+        assert f"!!! {point.stage} failed after" in result.stderr  # the stage's own bracket saw it fail
+        if point.tool is None:
+            assert reason.endswith("module 'boom' failed: RuntimeError: injected failure in a module (boom.py:2)")
         assert result.returncode == 1
     else:
         assert reason == f"hotsauce: {point.stage}: interrupted by {sig.name}; everything held was released"
@@ -159,19 +133,6 @@ ANSIBLE_FAULT_ROLES = {
         "  ansible.builtin.shell: touch /tmp/hotsauce-role-started && exec sleep 300\n"
     ),
 }
-
-
-def processes_rooted_under(folder: Path) -> list[str]:
-    """Live processes whose root directory is below `folder` (a chroot into the image)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if str(Path(entry / "root").resolve()).startswith(str(folder)):
-                    found.append(entry.name)
-            except OSError:
-                continue
-    return found
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))

@@ -24,13 +24,12 @@ from pathlib import Path
 import pytest
 
 from hotsauce.boot.qemu import Accel
-from hotsauce.errors import ConfigError
+from hotsauce.errors import ChecksumMismatch, ConfigError
 from hotsauce.output.imageset import (
     DISK_LAYOUT,
     KERNEL_NAME,
     LIBVIRT_NAME,
     RAMDISK_NAME,
-    ChecksumMismatch,
     Manifest,
     sha256_of,
     verify_set,

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from hotsauce.config import load_config
+from hotsauce.config import ModuleKind, load_config
 from hotsauce.errors import ConfigError
-from hotsauce.modules.resolve import ModuleKind, module_search, plan_runs, resolve_all, variables_read_by
+from hotsauce.modules.resolve import ResolvedModule, module_search, plan_runs, resolve_all, variables_read_by
 
 MODIFY = "def modify(name, root, cfg):\n    pass\n"
 
@@ -21,7 +21,7 @@ def project(tmp_path: Path, modules: str, extra: str = "") -> Path:
     return path
 
 
-def resolve(path: Path) -> list:  # type: ignore[type-arg]
+def resolve(path: Path) -> list[ResolvedModule]:
     config = load_config(path)
     return resolve_all(config, module_search(config))
 

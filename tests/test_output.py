@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from hotsauce.errors import CommandFailed
+from hotsauce.events import Event
 from hotsauce.output.publish import publish
 from tests.faults.shims import path_with, shim_folder
 
@@ -35,7 +36,7 @@ def test_a_packed_set_holds_the_files_at_its_top_level(tmp_path: Path) -> None:
     staging.mkdir()
     (staging / "vmlinuz").write_bytes(b"kernel")
     (staging / "vmlinuz.sha256").write_text("x  vmlinuz\n")
-    events = []
+    events: list[Event] = []
     publish(staging, tmp_path / "set.tar.gz", compress=True, force=False, emit=events.append)
     with tarfile.open(tmp_path / "set.tar.gz") as archive:
         assert sorted(archive.getnames()) == ["vmlinuz", "vmlinuz.sha256"]

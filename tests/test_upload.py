@@ -10,7 +10,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -22,6 +22,9 @@ from hotsauce.output.imageset import Manifest
 from tests.glance_server import GlanceServer, running_glance
 from tests.image_set_sample import make_image_set, pack_image_set
 from tests.images import run_hotsauce
+
+if TYPE_CHECKING:  # openstacksdk is the optional [upload] dependency: imported where it is used
+    from openstack.connection import Connection
 
 CLOUD = "hotsauce-test-glance"
 
@@ -46,7 +49,7 @@ def cloud(glance: GlanceServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.fixture
-def glance_api(cloud: str) -> Any:
+def glance_api(cloud: str) -> Connection:
     """An openstacksdk connection for the test's own look at what Glance holds."""
     import openstack
 
@@ -70,15 +73,15 @@ def unique_name() -> str:
     return f"hotsauce-test-{uuid.uuid4().hex[:8]}"
 
 
-def image_ids(api: Any) -> set[str]:
+def image_ids(api: Connection) -> set[str]:
     return {image.id for image in api.image.images()}
 
 
-def images_of_set(api: Any, name: str) -> list[Any]:
+def images_of_set(api: Connection, name: str) -> list[Any]:
     return [image for n in set_image_names(name) for image in api.image.images(name=n)]
 
 
-def stored(api: Any, image_id: str | None) -> dict[str, Any]:
+def stored(api: Connection, image_id: str | None) -> dict[str, Any]:
     """The image as Glance answers for it, properties at the top level as in its API."""
     response = api.image.get(f"/images/{image_id}")
     response.raise_for_status()
@@ -86,7 +89,7 @@ def stored(api: Any, image_id: str | None) -> dict[str, Any]:
     return image
 
 
-def downloaded(api: Any, image_id: str) -> bytes:
+def downloaded(api: Connection, image_id: str) -> bytes:
     response = api.image.get(f"/images/{image_id}/file")
     response.raise_for_status()
     content: bytes = response.content
@@ -97,7 +100,7 @@ def downloaded(api: Any, image_id: str) -> bytes:
 @pytest.mark.integration
 @pytest.mark.glance
 def test_upload_creates_three_linked_images_that_download_byte_identical(
-    cloud: str, glance_api: Any, sample_set: Path, tmp_path: Path, packed: bool
+    cloud: str, glance_api: Connection, sample_set: Path, tmp_path: Path, packed: bool
 ) -> None:
     source = pack_image_set(sample_set, tmp_path / "set.tar.gz") if packed else sample_set
     manifest = Manifest.read(sample_set)
@@ -149,7 +152,7 @@ def test_upload_creates_three_linked_images_that_download_byte_identical(
 @pytest.mark.integration
 @pytest.mark.glance
 def test_bare_qcow2_upload_passes_glances_format_check_and_keeps_the_links(
-    cloud: str, glance_api: Any, sample_set: Path
+    cloud: str, glance_api: Connection, sample_set: Path
 ) -> None:
     result = upload_image_set(sample_set, name=unique_name(), cloud=cloud, disk_format="qcow2")
 
@@ -163,7 +166,7 @@ def test_bare_qcow2_upload_passes_glances_format_check_and_keeps_the_links(
 
 @pytest.mark.integration
 @pytest.mark.glance
-def test_glance_refuses_a_qcow2_image_that_is_not_qcow2(glance_api: Any) -> None:
+def test_glance_refuses_a_qcow2_image_that_is_not_qcow2(glance_api: Connection) -> None:
     """The format check the bare-disk test relies on is really on in the fixture's Glance."""
     record = glance_api.image.post(
         "/images", json={"name": unique_name(), "disk_format": "qcow2", "container_format": "bare"}
@@ -183,7 +186,7 @@ def test_glance_refuses_a_qcow2_image_that_is_not_qcow2(glance_api: Any) -> None
 @pytest.mark.integration
 @pytest.mark.glance
 def test_corrupted_set_is_refused_naming_the_file_before_anything_is_uploaded(
-    cloud: str, glance_api: Any, own_set: Path
+    cloud: str, glance_api: Connection, own_set: Path
 ) -> None:
     ramdisk = own_set / "initrd.img"
     content = bytearray(ramdisk.read_bytes())
@@ -200,7 +203,7 @@ def test_corrupted_set_is_refused_naming_the_file_before_anything_is_uploaded(
 @pytest.mark.integration
 @pytest.mark.glance
 def test_failure_half_way_deletes_the_images_this_run_created(
-    cloud: str, glance_api: Any, own_set: Path
+    cloud: str, glance_api: Connection, own_set: Path
 ) -> None:
     """The root image changes under the upload after the kernel and ramdisk are in Glance."""
     before = image_ids(glance_api)
@@ -222,7 +225,7 @@ def test_failure_half_way_deletes_the_images_this_run_created(
 @pytest.mark.integration
 @pytest.mark.glance
 def test_glance_gone_half_way_names_exactly_the_images_to_delete(
-    glance: GlanceServer, cloud: str, glance_api: Any, sample_set: Path
+    glance: GlanceServer, cloud: str, glance_api: Connection, sample_set: Path
 ) -> None:
     before = image_ids(glance_api)
     name = unique_name()
@@ -249,7 +252,7 @@ def test_glance_gone_half_way_names_exactly_the_images_to_delete(
 @pytest.mark.integration
 @pytest.mark.glance
 def test_same_name_is_refused_and_replace_leaves_exactly_the_new_set(
-    cloud: str, glance_api: Any, sample_set: Path
+    cloud: str, glance_api: Connection, sample_set: Path
 ) -> None:
     name = unique_name()
     first = upload_image_set(sample_set, name=name, cloud=cloud)
@@ -269,7 +272,7 @@ def test_same_name_is_refused_and_replace_leaves_exactly_the_new_set(
 @pytest.mark.integration
 @pytest.mark.glance
 def test_upload_command_prints_the_three_ids_as_json(
-    cloud: str, glance_api: Any, sample_set: Path, capsys: pytest.CaptureFixture[str]
+    cloud: str, glance_api: Connection, sample_set: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = parse_upload_command(
         [
@@ -332,7 +335,7 @@ def test_raw_disk_format_for_a_qcow2_set_is_refused_before_connecting(sample_set
 @pytest.mark.integration
 @pytest.mark.glance
 def test_build_with_upload_sends_the_set_it_built(
-    cloud: str, glance_api: Any, debian_rootfs_tarball: Path, tmp_path: Path
+    cloud: str, glance_api: Connection, debian_rootfs_tarball: Path, tmp_path: Path
 ) -> None:
     """`hotsauce build --upload`: a real Debian set built by the test, uploaded linked and intact."""
     (tmp_path / "build.yaml").write_text("base:\n  debian: {}\nmodules: [build_info]\n")

@@ -20,7 +20,6 @@ from tempfile import TemporaryDirectory
 
 from hotsauce.errors import ConfigError, KvmUnusable, QemuMissing
 from hotsauce.host.proc import child_process
-from hotsauce.store.cache import default_cache_dir
 
 QEMU_BINARY = "qemu-system-x86_64"
 GUEST_MEMORY_MB = 1024
@@ -110,35 +109,43 @@ def kvm_device_usable() -> bool:
     return os.access("/dev/kvm", os.R_OK | os.W_OK)
 
 
-def kvm_runs_kernel(kernel: Path, *, seconds: float = KVM_PROBE_SECONDS) -> bool:
-    """Whether KVM gets this kernel through its boot, remembered per boot of this host and per
-    kernel in the cache folder: a probe that finds KVM hanging costs its whole `seconds`, and
-    every folder build with a kernel asks."""
+_kvm_verdicts: dict[Path, bool] = {}
+
+
+def kvm_runs_kernel(kernel: Path, *, seconds: float = KVM_PROBE_SECONDS, remember_in: Path | None = None) -> bool:
+    """Whether KVM gets this kernel through its boot. A probe that finds KVM hanging costs its
+    whole `seconds`, so the verdict is remembered: in this process, and in `remember_in` (a
+    cache folder the caller was told to write) per boot of this host and per kernel."""
     if not kvm_device_usable():
         return False
-    remembered = _verdict_file(kernel)
-    with suppress(OSError):
-        return remembered.read_text() == "kvm"
-    works = _probe_kvm(kernel, seconds)
-    with suppress(OSError):
-        _remember_verdict(remembered, works)
+    if kernel in _kvm_verdicts:
+        return _kvm_verdicts[kernel]
+    remembered = _verdict_file(remember_in, kernel) if remember_in is not None else None
+    if remembered is not None and remembered.is_file():
+        works = remembered.read_text() == "kvm"
+    else:
+        works = _probe_kvm(kernel, seconds)
+        if remembered is not None:
+            with suppress(OSError):
+                _remember_verdict(remembered, works)
+    _kvm_verdicts[kernel] = works
     return works
 
 
-def _verdict_file(kernel: Path) -> Path:
+def _verdict_file(folder: Path, kernel: Path) -> Path:
     """The verdict's place: a folder per host boot (a reboot may change what KVM can do), a file per
     kernel content."""
     boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     digest = hashlib.sha256(kernel.read_bytes()).hexdigest()
-    return default_cache_dir() / "kvm-probe" / boot_id / digest
+    return folder / boot_id / digest
 
 
 def _remember_verdict(remembered: Path, works: bool) -> None:
     """Write the verdict; verdicts of earlier host boots are of no use any more and go."""
-    for earlier in remembered.parent.parent.glob("*"):
+    remembered.parent.mkdir(parents=True, exist_ok=True)
+    for earlier in remembered.parent.parent.iterdir():
         if earlier != remembered.parent:
             shutil.rmtree(earlier, ignore_errors=True)
-    remembered.parent.mkdir(parents=True, exist_ok=True)
     partial = remembered.with_suffix(f".{os.getpid()}")
     partial.write_text("kvm" if works else "tcg")
     partial.replace(remembered)
@@ -168,11 +175,11 @@ def _probe_kvm(kernel: Path, seconds: float) -> bool:
     return "Kernel panic" in output
 
 
-def choose_accel(requested: Accel, kernel: Path) -> Accel:
+def choose_accel(requested: Accel, kernel: Path, *, remember_in: Path | None = None) -> Accel:
     """The accelerator to boot with; never one that would hang the guest."""
     if requested is Accel.TCG:
         return Accel.TCG
-    if kvm_runs_kernel(kernel):
+    if kvm_runs_kernel(kernel, remember_in=remember_in):
         return Accel.KVM
     if requested is Accel.KVM:
         raise KvmUnusable(

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import errno
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +11,10 @@ from hotsauce.cloud.upload import upload_image_set
 from hotsauce.commands.progress import TerminalReporter
 from hotsauce.commands.upload import UploadReporter, add_upload_arguments, upload_arguments
 from hotsauce.config import DEFAULT_CONFIG_NAME, BuildOptions, FsType, ImageFormat, load_config
-from hotsauce.errors import ConfigError, HotsauceError, ModuleFailed
-from hotsauce.events import Emit, Event
+from hotsauce.errors import ConfigError
 from hotsauce.host.signals import interruptible
-from hotsauce.host.sizes import human_size, parse_size
+from hotsauce.host.sizes import parse_size
 from hotsauce.image.disk import check_size
-
-NO_SPACE = "No space left on device"
-# Below this much free space a folder counts as full (filesystems keep a little back).
-FULL_BELOW_BYTES = 1 << 20
 
 
 def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -96,41 +88,13 @@ def config_path(args: argparse.Namespace) -> Path | None:
     return default if default.exists() else None
 
 
-class StageTracker:
-    """Passes events on, remembering the stage a failure happened in and which folders were full.
-
-    Fullness is looked at when the stage fails, before the build releases
-    its files: by the time the error reaches the CLI the space is free again.
-    """
-
-    def __init__(self, emit: Emit, folders: dict[str, Path]) -> None:
-        self.emit = emit
-        self.folders = folders
-        self.stage = "config"
-        self.full: list[str] = []
-
-    def __call__(self, event: Event) -> None:
-        if event.kind in ("stage-start", "stage-failed"):
-            self.stage = event.stage
-        if event.kind == "stage-failed":
-            self.full = [f"{what} {folder} is full" for what, folder in self.folders.items()
-                         if _free_bytes(folder) < FULL_BELOW_BYTES]
-        self.emit(event)
-
-
 def run_build(args: argparse.Namespace) -> int:
+    """The build, its failure rendered as one line by the CLI: the library names the stage
+    and, for a full disk, which disk (hotsauce.errors.BuildFailed)."""
     options = options_from(args)
     config = load_config(config_path(args))
     upload = _upload_request(args)
-    folders = {"the work folder": (options.work_dir or Path(tempfile.gettempdir())).absolute(),
-               "the output folder": options.output.absolute().parent}
-    tracker = StageTracker(TerminalReporter(), folders)
-    try:
-        build(config, options, tracker)
-    except (HotsauceError, OSError) as error:
-        if args.debug:
-            raise
-        raise located(error, tracker, options) from error
+    build(config, options, TerminalReporter())
     if upload is not None:
         with interruptible():
             result = upload_image_set(options.output, **upload, emit=UploadReporter())
@@ -148,43 +112,3 @@ def _upload_request(args: argparse.Namespace) -> dict[str, Any] | None:
     if not args.name:
         raise ConfigError("--upload: needs --name, the image's name in Glance")
     return upload_arguments(args)
-
-
-def located(error: HotsauceError | OSError, tracker: StageTracker, options: BuildOptions) -> HotsauceError:
-    """The error as one line that says in which stage it happened and, for a full disk, which disk."""
-    if isinstance(error, ConfigError):
-        return error
-    stage = tracker.stage
-    message = str(error) if isinstance(error, HotsauceError) else _describe_os_error(error)
-    if hint := _space_hint(error, message, tracker, options):
-        message = f"{message} ({hint})"
-    already_says_where = isinstance(error, ModuleFailed) or message.startswith(f"{stage}:")
-    located_error = HotsauceError(message if already_says_where else f"{stage}: {message}")
-    located_error.exit_status = getattr(error, "exit_status", 1)
-    return located_error
-
-
-def _describe_os_error(error: OSError) -> str:
-    where = f": {error.filename}" if error.filename else ""
-    return f"{error.strerror or error}{where}"
-
-
-def _space_hint(error: HotsauceError | OSError, message: str, tracker: StageTracker,
-                options: BuildOptions) -> str | None:
-    """Name the folder that filled up; if none did, it was the image itself."""
-    full = tracker.full or [f"{what} {folder} is full" for what, folder in tracker.folders.items()
-                            if _free_bytes(folder) < FULL_BELOW_BYTES]
-    if full:
-        return "; ".join(full)
-    out_of_space = (isinstance(error, OSError) and error.errno == errno.ENOSPC) or NO_SPACE in message
-    if out_of_space and tracker.stage in ("base", "modules", "finish"):
-        return f"the image is full: -s {human_size(options.size)} is too small for the base and modules"
-    return None
-
-
-def _free_bytes(folder: Path) -> int:
-    try:
-        stats = os.statvfs(folder)
-    except OSError:
-        return FULL_BELOW_BYTES  # cannot tell: do not blame it
-    return stats.f_bavail * stats.f_frsize

@@ -34,6 +34,7 @@ import yaml
 from hotsauce.config import ModuleKind
 from hotsauce.errors import ModuleFailed
 from hotsauce.events import Emit, Event
+from hotsauce.host import cancel
 from hotsauce.modules.ansible_plugins import CONNECTION_PLUGINS, MODULES
 from hotsauce.modules.chroot import checked_host_path
 from hotsauce.modules.resolve import ResolvedModule
@@ -261,9 +262,10 @@ def keep_artifacts(artifacts: Path, env: Mapping[str, str]) -> None:
 
 
 def run_runner(private_dir: Path, artifacts: Path, playbook: Path, env: Mapping[str, str], handler: Any) -> str:
-    """ansible-runner in a thread the main thread waits on, so Ctrl-C and SIGTERM
-    (raised in the main thread) cancel the run: runner kills ansible-playbook's
-    process group, and build_chroot stops what its workers started in the image.
+    """ansible-runner in a thread the build's thread waits on, so Ctrl-C and SIGTERM
+    (raised in the main thread) and a cancel of the build cancel the run: runner
+    kills ansible-playbook's process group, and build_chroot stops what its
+    workers started in the image.
 
     The main thread polls a flag with sleep rather than Thread.join: on Python 3.11
     a join interrupted by a signal handler's exception marks the thread as stopped,
@@ -296,7 +298,8 @@ def run_runner(private_dir: Path, artifacts: Path, playbook: Path, env: Mapping[
     threading.Thread(target=run, name="ansible-runner", daemon=True).start()
     try:
         while not finished.is_set():
-            time.sleep(0.2)
+            time.sleep(cancel.POLL_SECONDS)
+            cancel.check()  # a build cancelled from another thread (build(cancel=...))
     except BaseException:
         cancelled.set()
         while not finished.is_set():

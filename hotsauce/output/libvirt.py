@@ -125,14 +125,15 @@ def write_libvirt_xml(folder: Path, manifest: Manifest, *, placed_at: Path | Non
     return path
 
 
-def accel_for(folder: Path, manifest: Manifest, requested: Accel = Accel.AUTO) -> Accel:
+def accel_for(folder: Path, manifest: Manifest, requested: Accel = Accel.AUTO, *,
+              remember_in: Path | None = None) -> Accel:
     """KVM where this host runs the set's kernel with it (the probe `hotsauce boot` uses), else TCG.
 
     A set without a kernel gives the probe nothing to boot: TCG, unless KVM
     is asked for by name.
     """
     if manifest.kernel:
-        return choose_accel(requested, folder / manifest.kernel)
+        return choose_accel(requested, folder / manifest.kernel, remember_in=remember_in)
     if requested is Accel.KVM:
         if not kvm_device_usable():
             raise KvmUnusable("KVM is not available here (/dev/kvm); use --accel tcg")
@@ -141,14 +142,14 @@ def accel_for(folder: Path, manifest: Manifest, requested: Accel = Accel.AUTO) -
 
 
 def place_set(folder: Path, placed_at: Path, *, accel: Accel = Accel.AUTO, network: str | None = None,
-              emit: Emit = ignore) -> Path:
+              emit: Emit = ignore, probe_cache: Path | None = None) -> Path:
     """Rewrite the libvirt.xml of the set in `folder` (and its checksum) for its files at `placed_at`.
 
     `folder` is where the files are now, `placed_at` where they will be
     (the same, or the final name of a folder about to be renamed there).
     """
     manifest = Manifest.read(folder)
-    chosen = accel_for(folder, manifest, accel)
+    chosen = accel_for(folder, manifest, accel, remember_in=probe_cache)
     path = write_libvirt_xml(folder, manifest, placed_at=placed_at, accel=chosen, network=network)
     path.chmod(SET_FILE_MODE)
     write_checksum(path).chmod(SET_FILE_MODE)

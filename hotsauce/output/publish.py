@@ -72,8 +72,10 @@ def write_checksums(folder: Path, manifest: Manifest) -> None:
         os.chmod(write_checksum(path), SET_FILE_MODE)
 
 
-def publish(staging: Path, output: Path, *, compress: bool, force: bool, emit: Emit = ignore) -> None:
-    """Move the finished set to `output`: as a folder, or packed into a tar.gz."""
+def publish(staging: Path, output: Path, *, compress: bool, force: bool, emit: Emit = ignore,
+            probe_cache: Path | None = None) -> None:
+    """Move the finished set to `output`: as a folder, or packed into a tar.gz. `probe_cache` is where
+    the KVM probe behind a folder's libvirt.xml may remember its verdict."""
     output = output.absolute()
     if compress:
         partial = output.parent / f".{output.name}.partial-{os.getpid()}.tar.gz"
@@ -85,7 +87,8 @@ def publish(staging: Path, output: Path, *, compress: bool, force: bool, emit: E
             finally:
                 partial.unlink(missing_ok=True)
         return
-    place_set(staging, output, emit=emit)  # libvirt.xml for the files where they are about to be
+    # libvirt.xml for the files where they are about to be
+    place_set(staging, output, emit=emit, probe_cache=probe_cache)
     _replace(staging, output, force)
 
 

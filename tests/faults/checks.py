@@ -24,6 +24,19 @@ def processes_mentioning(text: str) -> list[str]:
     return found
 
 
+def processes_rooted_under(folder: Path) -> list[str]:
+    """Live processes whose root directory is below `folder` (a chroot into the image)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if str(Path(entry / "root").resolve()).startswith(str(folder)):
+                    found.append(entry.name)
+            except OSError:
+                continue
+    return found
+
+
 def leftovers_under(folder: Path) -> list[str]:
     """Loop devices backed by, mounts under, and processes naming `folder`."""
     return sorted(held_resources(str(folder))) + processes_mentioning(str(folder))

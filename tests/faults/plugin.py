@@ -6,7 +6,7 @@ by pytest's terminal summary, so it shows without `-s`.
 
 from __future__ import annotations
 
-from typing import Any
+import pytest
 
 _OUTCOMES: dict[tuple[str, str], str] = {}
 
@@ -15,7 +15,7 @@ def record_outcome(fault: str, stage: str, outcome: str) -> None:
     _OUTCOMES[(fault, stage)] = outcome
 
 
-def pytest_terminal_summary(terminalreporter: Any) -> None:
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not _OUTCOMES:
         return
     faults = list(dict.fromkeys(fault for fault, _ in _OUTCOMES))
