@@ -136,7 +136,8 @@ def make_plan(config: BuildConfig, cache: Cache, emit: Emit, scratch: Path | Non
         roles_dirs, collections_dirs = install_requirements(config.requirements, cache, emit, scratch=scratch)
     search = module_search(config, roles_dirs, collections_dirs)
     modules = resolve_all(config, search)
-    check_unknown_keys(config, variables_read_by(modules))
+    for warning in check_unknown_keys(config, variables_read_by(modules)):
+        emit(Event("warning", "config", warning))
     return Plan(tuple(modules), search.roles_path, tuple(collections_dirs))
 
 
@@ -298,4 +299,5 @@ def _manifest(ctx: BuildContext, root_name: str, os_release: Mapping[str, str]) 
         os_version=os_release.get("VERSION_ID"),
         hotsauce_version=__version__,
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        hostname=ctx.config.hostname,
     )

@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "hotsauce.commands.upload",
     "hotsauce.commands.unpack",
     "hotsauce.commands.init",
+    "hotsauce.commands.schema",
     "hotsauce.commands.cache",
     "hotsauce.commands.cleanup",
 )

@@ -1,18 +1,24 @@
-"""build.yaml: one declaration per key, used to load, validate, default and document.
+"""build.yaml: every key declared once, with its type, default and help.
+
+The declarations (`BUILD_YAML`, a tree of `Key`s) are the one source for
+loading and validating a build.yaml, for the defaults, for the commented
+build.yaml that `hotsauce init` writes, for the README's table of keys and
+for the JSON Schema that `hotsauce schema` prints. Adding a key is adding one
+`Key`; code reads it with `BuildConfig.value("name")`.
 
 `load_config` reads and validates the whole file before anything is
-allocated; every problem is reported as `FILE: KEY: what was expected`.
-The command-line flags of `hotsauce build` live in `BuildOptions`.
+allocated; every problem is one line, `FILE: KEY: what was expected`. The
+command-line flags of `hotsauce build` live in `BuildOptions`.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +27,8 @@ import yaml
 from hotsauce.errors import ConfigError
 
 DEFAULT_CONFIG_NAME = "build.yaml"
+SCHEMA_FILE_NAME = "build.schema.json"
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
 class FsType(StrEnum):
@@ -39,6 +47,450 @@ class ModuleKind(StrEnum):
     PYTHON = "python"
     ROLE = "role"
     PLAYBOOK = "playbook"
+
+
+class DebianVariant(StrEnum):
+    """The variants as mmdebstrap names them."""
+
+    EXTRACT = "extract"
+    CUSTOM = "custom"
+    ESSENTIAL = "essential"
+    APT = "apt"
+    REQUIRED = "required"
+    MINBASE = "minbase"
+    BUILDD = "buildd"
+    IMPORTANT = "important"
+    DEBOOTSTRAP = "debootstrap"
+    STANDARD = "standard"
+
+
+class Architecture(StrEnum):
+    """What the pipeline builds: the bootable package set and QEMU boot are amd64's."""
+
+    AMD64 = "amd64"
+
+
+class KeyType(StrEnum):
+    """The types a Python module may declare its own keys with (`CONFIG_KEYS`)."""
+
+    STRING = "string"
+    BOOLEAN = "boolean"
+    INTEGER = "integer"
+    NUMBER = "number"
+    LIST = "list"
+    MAPPING = "mapping"
+    ANY = "any"
+
+
+class _Nothing:
+    """No value: a key without a default, or one `hotsauce init` leaves commented out."""
+
+    def __repr__(self) -> str:
+        return "NOTHING"
+
+
+NOTHING: Any = _Nothing()
+
+
+# --- value types --------------------------------------------------------------
+# Each type checks a value (raising one line that names the file and the key),
+# says in words what it expects, and gives its JSON Schema: validation and
+# schema cannot disagree because they are written side by side.
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, str):
+        return f"{value!r}"
+    return f"a {type(value).__name__} ({value!r})"[:120]
+
+
+def _fail(source: str, path: str, expected: str, value: Any) -> ConfigError:
+    where = f"{source}: {path}" if path else source
+    return ConfigError(f"{where}: expected {expected}, got {_describe(value)}")
+
+
+def _child(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+@dataclass(frozen=True)
+class ValueType:
+    """What a key holds. `nullable`: an empty value (`key:` alone) reads as the default."""
+
+    expected: str
+    nullable: bool = False
+
+    json_type = "any"  # the JSON type a value of this kind has; Either dispatches on it
+
+    def check(self, value: Any, source: str, path: str) -> None:
+        if value is None and self.nullable:
+            return
+        self.check_value(value, source, path)
+
+    def check_value(self, value: Any, source: str, path: str) -> None:
+        raise NotImplementedError
+
+    def schema(self) -> dict[str, Any]:
+        own = self.own_schema()
+        if self.nullable and "type" in own:
+            own["type"] = [own["type"], "null"]
+        return own
+
+    def own_schema(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Anything(ValueType):
+    expected: str = "any value"
+
+    def check_value(self, value: Any, source: str, path: str) -> None:
+        return
+
+    def own_schema(self) -> dict[str, Any]:
+        return {}
+
+
+@dataclass(frozen=True)
+class Text(ValueType):
+    """A non-empty string; `pattern` is both Python's and JSON Schema's (ECMA 262) regex."""
+
+    expected: str = "a string"
+    pattern: str | None = None
+
+    json_type = "string"
+
+    def check_value(self, value: Any, source: str, path: str) -> None:
+        ok = isinstance(value, str) and value != ""
+        if ok and self.pattern is not None:
+            ok = re.fullmatch(self.pattern, value) is not None
+        if not ok:
+            raise _fail(source, path, self.expected, value)
+
+    def own_schema(self) -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": "string", "minLength": 1}
+        if self.pattern is not None:
+            schema["pattern"] = self.pattern
+        return schema
+
+
+@dataclass(frozen=True)
+class Flag(ValueType):
+    expected: str = "true or false"
+
+    json_type = "boolean"
+
+    def check_value(self, value: Any, source: str, path: str) -> None:
+        if not isinstance(value, bool):
+            raise _fail(source, path, self.expected, value)
+
+    def own_schema(self) -> dict[str, Any]:
+        return {"type": "boolean"}
+
+
+@dataclass(frozen=True)
+class Number(ValueType):
+    expected: str = "a number"
+    integer: bool = False
+
+    json_type = "number"
+
+    def check_value(self, value: Any, source: str, path: str) -> None:
+        kinds: tuple[type, ...] = (int,) if self.integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise _fail(source, path, self.expected, value)
+
+    def own_schema(self) -> dict[str, Any]:
+        return {"type": "integer" if self.integer else "number"}
+
+
+@dataclass(frozen=True)
+class Choice(ValueType):
+    """One of an enumeration's values."""
+
+    values: tuple[str, ...] = ()
+
+    json_type = "string"
+
+    @classmethod
+    def of(cls, enum: type[StrEnum], expected: str | None = None) -> Choice:
+        values = tuple(member.value for member in enum)
+        return cls(expected or f"one of {', '.join(values)}", values=values)
+
+    def check_value(self, value: Any, source: str, path: str) -> None:
+        if value not in self.values:
+            raise _fail(source, path, self.expected, value)
+
+    def own_schema(self) -> dict[str, Any]:
+        return {"enum": list(self.values)}
+
+
+@dataclass(frozen=True)
+class ListOf(ValueType):
+    item: ValueType = field(default_factory=Anything)
+
+    json_type = "array"
+
+    def check_value(self, value: Any, source: str, path: str) -> None:
+        if not isinstance(value, list):
+            raise _fail(source, path, self.expected, value)
+        for index, entry in enumerate(value):
+            self.item.check(entry, source, f"{path}[{index}]")
+
+    def own_schema(self) -> dict[str, Any]:
+        return {"type": "array", "items": self.item.schema()}
+
+
+@dataclass(frozen=True)
+class FreeMapping(ValueType):
+    """A mapping of any string keys to any values (`vars`)."""
+
+    expected: str = "a mapping"
+
+    json_type = "object"
+
+    def check_value(self, value: Any, source: str, path: str) -> None:
+        if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
+            raise _fail(source, path, self.expected + " with string keys", value)
+
+    def own_schema(self) -> dict[str, Any]:
+        return {"type": "object"}
+
+
+@dataclass(frozen=True)
+class Section(ValueType):
+    """A mapping whose keys are declared; `open` allows others (checked elsewhere)."""
+
+    expected: str = "a mapping"
+    keys: tuple[Key, ...] = ()
+    open: bool = False
+    exactly_one_of: tuple[str, ...] = ()
+    not_together: tuple[str, ...] = ()
+
+    json_type = "object"
+
+    def key(self, name: str) -> Key | None:
+        return next((key for key in self.keys if key.name == name), None)
+
+    def check_value(self, value: Any, source: str, path: str) -> None:
+        if not isinstance(value, dict):
+            raise _fail(source, path, self.expected, value)
+        for name in value:
+            if not isinstance(name, str):
+                raise _fail(source, path, "string keys", name)
+            if self.key(name) is None and not self.open:
+                raise ConfigError(unknown_key_message(source, _child(path, name), [k.name for k in self.keys]))
+        self._check_combinations(value, source, path)
+        for key in self.keys:
+            if key.name in value:
+                key.type.check(value[key.name], source, _child(path, key.name))
+            elif key.required:
+                raise _fail(source, _child(path, key.name), key.type.expected, None)
+
+    def _check_combinations(self, value: dict[str, Any], source: str, path: str) -> None:
+        if self.exactly_one_of and sum(name in value for name in self.exactly_one_of) != 1:
+            choices = ", ".join(repr(name) for name in self.exactly_one_of)
+            raise _fail(source, path, f"exactly one of {choices}", value)
+        if self.not_together and all(name in value for name in self.not_together):
+            names = " or ".join(repr(name) for name in self.not_together)
+            raise ConfigError(f"{source}: {_child(path, self.not_together[-1])}: give either {names}, not both")
+
+    def own_schema(self) -> dict[str, Any]:
+        schema: dict[str, Any] = {
+            "type": "object",
+            "properties": {key.name: key.schema() for key in self.keys},
+            "additionalProperties": self.open,
+        }
+        if required := [key.name for key in self.keys if key.required]:
+            schema["required"] = required
+        if self.exactly_one_of:
+            schema["oneOf"] = [{"required": [name]} for name in self.exactly_one_of]
+        if self.not_together:
+            schema["not"] = {"type": "object", "required": list(self.not_together)}
+        return schema
+
+
+@dataclass(frozen=True)
+class Either(ValueType):
+    """One of several types told apart by their JSON type (a name, or a mapping)."""
+
+    choices: tuple[ValueType, ...] = ()
+
+    def check_value(self, value: Any, source: str, path: str) -> None:
+        for choice in self.choices:
+            if _has_json_type(value, choice.json_type):
+                choice.check(value, source, path)
+                return
+        raise _fail(source, path, self.expected, value)
+
+    def own_schema(self) -> dict[str, Any]:
+        return {"anyOf": [choice.schema() for choice in self.choices]}
+
+
+def _has_json_type(value: Any, json_type: str) -> bool:
+    if json_type == "string":
+        return isinstance(value, str)
+    if json_type == "object":
+        return isinstance(value, dict)
+    if json_type == "array":
+        return isinstance(value, list)
+    if json_type == "boolean":
+        return isinstance(value, bool)
+    if json_type == "number":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return True
+
+
+@dataclass(frozen=True)
+class Key:
+    """One build.yaml key: its name within its mapping, type, default and help.
+
+    `default` is what the key means when absent (NOTHING: no value, or one
+    found at run time that `default_text` describes). `init` is what `hotsauce
+    init` writes for it; keys without one are written commented out, showing
+    `example` (or the default).
+    """
+
+    name: str
+    type: ValueType
+    help: str
+    default: Any = NOTHING
+    default_text: str | None = None
+    required: bool = False
+    init: Any = NOTHING
+    example: Any = NOTHING
+
+    def schema(self) -> dict[str, Any]:
+        schema = {"description": self.help, **self.type.schema()}
+        if self.default is not NOTHING:
+            schema["default"] = self.default
+        return schema
+
+    def describe_default(self) -> str:
+        if self.default_text is not None:
+            return self.default_text
+        if self.default is NOTHING:
+            return "required" if self.required else ""
+        return _flow(self.default)
+
+
+# --- the table ------------------------------------------------------------------
+
+# Role names may carry a Galaxy namespace (acme.webserver); none may be a path.
+MODULE_NAME = Text("a module name (a name, not a path)", pattern=r"^(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+USER_NAME = Text("a user name", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+STRINGS = ListOf("a list of strings", item=Text())
+
+DOWNLOAD = Section("a mapping", keys=(
+    Key("from", Text("a path, or a file://, http:// or https:// URL",
+                     pattern=r"^((file|https?)://.+|(?![A-Za-z][A-Za-z0-9+.-]*://).+)$"),
+        "the root tarball: a file://, http:// or https:// URL, or a path", required=True,
+        example="http://example.invalid/roots/root.tar.gz"),
+    Key("root_file", Text(), "the root archive inside the download, when the download wraps it",
+        example="root.tar"),
+    Key("cache_dir", Text(), "where downloads are kept", default_text="the cache folder's downloads",
+        example="downloads"),
+    Key("sha256", Text("64 hexadecimal digits", pattern=r"^[0-9a-fA-F]{64}$"),
+        "refuse a download with any other SHA-256", example="0" * 64),
+))
+
+DEBIAN = Section("a mapping", nullable=True, keys=(
+    Key("suite", Text(), "the Debian suite", default="bookworm", init="bookworm"),
+    Key("mirror", Text("a URL", pattern=r"^[A-Za-z][A-Za-z0-9+.-]*://.+$"),
+        "the mirror, used alone",
+        default_text="the mirror this host's apt uses, with its updates and security suites",
+        example="http://mirror.example.invalid/debian"),
+    Key("variant", Choice.of(DebianVariant), "the package set, as mmdebstrap names it",
+        default=DebianVariant.MINBASE.value, init=DebianVariant.MINBASE.value),
+    Key("include", STRINGS, "more packages in the base", default=[], init=[]),
+    Key("bootable", Flag(), "add a kernel, initramfs, systemd, udev, login, DHCP networking, sudo and python3",
+        default=True, init=True),
+    Key("architecture", Choice.of(Architecture, "amd64 (the only architecture hotsauce builds)"),
+        "the Debian architecture", default=Architecture.AMD64.value),
+))
+
+USER = Section("a mapping", keys=(
+    Key("name", USER_NAME, "the user's name", required=True),
+    Key("ssh_authorized_keys", STRINGS, "lines for ~/.ssh/authorized_keys"),
+    Key("password_hash", Text(), "a crypt(3) hash for /etc/shadow (default: no password)"),
+    Key("groups", STRINGS, "more groups to join"),
+    Key("shell", Text(), "the login shell"),
+    Key("sudo", Flag(), "passwordless sudo", default=True),
+))
+
+MODULE = Section("a mapping", keys=(
+    Key("role", MODULE_NAME, "an Ansible role, by name"),
+    Key("playbook", Text(), "an Ansible playbook, by path relative to the build.yaml"),
+    Key("python", MODULE_NAME, "a Python module, by name"),
+    Key("vars", FreeMapping(), "variables for this module only", default={}),
+), exactly_one_of=("role", "playbook", "python"))
+
+BUILD_YAML = Section("a mapping of keys at the top level", nullable=True, open=True, not_together=("base", "download"),
+                     keys=(
+    Key("base", Section("a mapping", exactly_one_of=("debian", "download"), keys=(
+        Key("debian", DEBIAN, "a Debian root bootstrapped with mmdebstrap from a mirror (cached)"),
+        Key("download", DOWNLOAD, "a root tarball (cached when fetched over http or https)"),
+    )), "where the root comes from", default_text="base.debian with its defaults"),
+    Key("download", DOWNLOAD, "the original tool's form of base.download"),
+    Key("modules", ListOf("a list of module names or mappings", nullable=True, item=Either(
+        "a module name or a mapping", choices=(MODULE_NAME, MODULE))),
+        "the modules, in order: names, or {role|playbook|python: NAME, vars: {...}}",
+        default=[], init=["add_user", "build_info"]),
+    Key("hostname", Text("a host name (letters, digits, '-')", pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$"),
+        "the image's /etc/hostname", default="hotsauce", init="hotsauce"),
+    Key("kernel", Flag(), "false when the image set has no kernel and ramdisk", default=True),
+    Key("cache_dir", Text(), "the cache folder", default_text="$HOTSAUCE_CACHE or ~/.cache/hotsauce",
+        example="cache"),
+    Key("requirements", Text(), "ansible-galaxy requirements: roles and collections to install",
+        default_text="requirements.yml beside the build.yaml, if any", example="requirements.yml"),
+    Key("vars", FreeMapping(), "free-form variables for every role and Python module", default={},
+        example={"motd_text": "hello"}),
+    Key("add_users", ListOf("a list of user names or mappings", item=Either(
+        "a user name or a mapping", choices=(USER_NAME, USER))),
+        "add_user: users to create, each a name or a mapping", default=[], init=[{"name": "hotsauce"}]),
+    Key("rpms", STRINGS, "install_rpms: rpm files, or folders of them", default=[], example=["rpms/"]),
+    Key("packages", STRINGS, "install_packages: packages for the image's package manager", default=[],
+        example=["curl"]),
+))
+
+
+def _default(section: Section, name: str, convert: Callable[[Any], Any] = copy.deepcopy) -> Any:
+    """A key's declared default, as the dataclasses below hold it."""
+    key = section.key(name)
+    if key is None or key.default is NOTHING:
+        raise LookupError(f"{name} has no declared default")
+    return convert(key.default)
+
+
+def find_key(path: str) -> Key:
+    """The declaration of a dotted build.yaml path (`base.debian.suite`)."""
+    *parents, last = path.split(".")
+    section: Section = BUILD_YAML
+    for name in parents:
+        parent = section.key(name)
+        if parent is None or not isinstance(parent.type, Section):
+            raise LookupError(f"no key {path!r} in build.yaml's table")
+        section = parent.type
+    key = section.key(last)
+    if key is None:
+        raise LookupError(f"no key {path!r} in build.yaml's table")
+    return key
+
+
+def value_at(data: Mapping[str, Any], path: str) -> Any:
+    """The value at a dotted path as written, or its declared default."""
+    here: Any = data
+    for name in path.split("."):
+        here = here.get(name) if isinstance(here, dict) else None
+    if here is None:
+        default = find_key(path).default
+        return None if default is NOTHING else copy.deepcopy(default)
+    return here
+
+
+# --- what the rest of hotsauce reads --------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -67,14 +519,15 @@ class DownloadBase:
 
 @dataclass(frozen=True)
 class DebianBase:
-    """A Debian root bootstrapped with mmdebstrap from a mirror (cached)."""
+    """A Debian root bootstrapped with mmdebstrap from a mirror (cached). Defaults: the table's
+    (read once, at import; each is immutable, so sharing it between instances is safe)."""
 
-    suite: str = "bookworm"
+    suite: str = _default(DEBIAN, "suite")
     mirror: str | None = None  # None: the mirror this host's apt uses
-    variant: str = "minbase"
-    include: tuple[str, ...] = ()
-    bootable: bool = True
-    architecture: str = "amd64"
+    variant: DebianVariant = _default(DEBIAN, "variant", DebianVariant)  # noqa: RUF009
+    include: tuple[str, ...] = _default(DEBIAN, "include", tuple)
+    bootable: bool = _default(DEBIAN, "bootable")
+    architecture: Architecture = _default(DEBIAN, "architecture", Architecture)  # noqa: RUF009
 
 
 Base = DownloadBase | DebianBase
@@ -96,6 +549,10 @@ class BuildConfig:
     def name(self) -> str:
         return str(self.source) if self.source else "the default build.yaml"
 
+    def value(self, path: str) -> Any:
+        """A declared key's value (dotted path), its default when the file leaves it out."""
+        return value_at(self.data, path)
+
 
 @dataclass(frozen=True)
 class BuildOptions:
@@ -114,108 +571,7 @@ class BuildOptions:
     boot_checks: tuple[str, ...] | None = None  # None: no boot; () boots and only waits for the target
 
 
-# --- the key table ---------------------------------------------------------
-
-Where = str  # "FILE: KEY" prefix for messages
-
-
-def _expect(condition: bool, where: Where, expected: str, value: Any) -> None:
-    if not condition:
-        raise ConfigError(f"{where}: expected {expected}, got {_describe(value)}")
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, str):
-        return f"{value!r}"
-    return f"a {type(value).__name__} ({value!r})"[:120]
-
-
-def _string_list(value: Any, where: Where) -> list[str]:
-    _expect(isinstance(value, list), where, "a list of strings", value)
-    for index, item in enumerate(value):
-        _expect(isinstance(item, str) and item != "", f"{where}[{index}]", "a string", item)
-    return list(value)
-
-
-def _check_user_list(value: Any, where: Where) -> Any:
-    _expect(isinstance(value, list), where, "a list of user names or mappings", value)
-    for index, entry in enumerate(value):
-        item_where = f"{where}[{index}]"
-        if isinstance(entry, str):
-            _expect(_is_user_name(entry), item_where, "a user name", entry)
-            continue
-        _expect(isinstance(entry, dict), item_where, "a user name or a mapping", entry)
-        _expect(_is_user_name(entry.get("name")), f"{item_where}.name", "a user name", entry.get("name"))
-        unknown = set(entry) - USER_FIELDS
-        _expect(not unknown, item_where, f"only the fields {sorted(USER_FIELDS)}", sorted(unknown))
-        if "ssh_authorized_keys" in entry:
-            _string_list(entry["ssh_authorized_keys"], f"{item_where}.ssh_authorized_keys")
-        if "groups" in entry:
-            _string_list(entry["groups"], f"{item_where}.groups")
-    return value
-
-
-USER_FIELDS = {"name", "ssh_authorized_keys", "password_hash", "groups", "shell", "sudo"}
-_USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-
-
-def _is_user_name(value: Any) -> bool:
-    return isinstance(value, str) and bool(_USER_NAME.match(value))
-
-
-def _check_hostname(value: Any, where: Where) -> str:
-    ok = isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}", value)
-    _expect(bool(ok), where, "a host name (letters, digits, '-')", value)
-    return str(value)
-
-
-def _check_bool(value: Any, where: Where) -> bool:
-    _expect(isinstance(value, bool), where, "true or false", value)
-    return bool(value)
-
-
-def _check_string(value: Any, where: Where) -> str:
-    _expect(isinstance(value, str) and value != "", where, "a string", value)
-    return str(value)
-
-
-def _check_mapping(value: Any, where: Where) -> dict[str, Any]:
-    _expect(isinstance(value, dict), where, "a mapping", value)
-    return dict(value)
-
-
-@dataclass(frozen=True)
-class Key:
-    name: str
-    check: Callable[[Any, Where], Any]
-    help: str
-
-
-KEYS: tuple[Key, ...] = (
-    Key("base", _check_mapping, "where the root comes from: {debian: {...}} or {download: {...}}"),
-    Key("download", _check_mapping, "a root tarball: {from: URL, root_file: NAME, cache_dir: DIR, sha256: HEX}"),
-    Key("modules", lambda v, w: v, "the ordered list of modules: names, or {role|playbook|python: NAME, vars: {...}}"),
-    Key("hostname", _check_hostname, "the image's /etc/hostname (default: hotsauce)"),
-    Key("kernel", _check_bool, "false when the image set has no kernel and ramdisk (default: true)"),
-    Key("cache_dir", _check_string, "the cache folder (default: $HOTSAUCE_CACHE or ~/.cache/hotsauce)"),
-    Key("requirements", _check_string, "ansible-galaxy requirements (default: requirements.yml beside build.yaml)"),
-    Key("vars", _check_mapping, "free-form variables for every role and Python module"),
-    Key("add_users", _check_user_list,
-        "add_user: users to create: names or {name, ssh_authorized_keys, password_hash, groups, shell, sudo}"),
-    Key("rpms", _string_list, "install_rpms: rpm files or folders of them"),
-    Key("packages", _string_list, "install_packages: packages for the image's package manager"),
-)
-KEYS_BY_NAME = {key.name: key for key in KEYS}
-
-
-# --- loading ----------------------------------------------------------------
-
-
-def default_config_text() -> str:
-    """The commented build.yaml used when there is none, and written by `hotsauce init`."""
-    return resources.files("hotsauce").joinpath("default_build.yaml").read_text()
+# --- loading --------------------------------------------------------------------
 
 
 def read_yaml(path: Path) -> Any:
@@ -241,8 +597,8 @@ def parse_yaml(text: str, name: str) -> Any:
 def load_config(path: Path | None) -> BuildConfig:
     """Read and validate a build.yaml; None reads the built-in default.
 
-    Keys outside the table are kept for `check_unknown_keys`, which runs once
-    the modules are resolved and can say which variables they read.
+    Top-level keys outside the table are kept for `check_unknown_keys`, which
+    runs once the modules are resolved and can say which keys they read.
     """
     if path is None:
         data = parse_yaml(default_config_text(), "the default build.yaml")
@@ -254,40 +610,19 @@ def load_config(path: Path | None) -> BuildConfig:
 
 def config_from_mapping(data: Any, *, source: Path | None, directory: Path) -> BuildConfig:
     name = str(source) if source else "the default build.yaml"
-    if data is None:
-        data = {}
-    _expect(isinstance(data, dict), name, "a mapping of keys at the top level", data)
-    for key, value in data.items():
-        _expect(isinstance(key, str), name, "string keys", key)
-        if key in KEYS_BY_NAME:
-            KEYS_BY_NAME[key].check(value, f"{name}: {key}")
+    BUILD_YAML.check(data, name, "")
+    data = data or {}
+    cache_dir = value_at(data, "cache_dir")
     return BuildConfig(
         source=source,
         directory=directory,
         data=data,
-        modules=parse_modules(data.get("modules") or [], f"{name}: modules"),
-        base=parse_base(data, name, directory),
-        hostname=data.get("hostname", "hotsauce"),
-        kernel=data.get("kernel", True),
-        cache_dir=_relative_path(directory, data["cache_dir"]) if "cache_dir" in data else None,
+        modules=_module_refs(value_at(data, "modules")),
+        base=_base(data, directory),
+        hostname=value_at(data, "hostname"),
+        kernel=value_at(data, "kernel"),
+        cache_dir=_relative_path(directory, cache_dir) if cache_dir is not None else None,
         requirements=_requirements_path(data, directory),
-    )
-
-
-def check_unknown_keys(config: BuildConfig, variables_of_modules: frozenset[str]) -> None:
-    """Every top-level key is in the table or is a variable a listed module reads."""
-    for key in config.data:
-        if key not in KEYS_BY_NAME and key not in variables_of_modules:
-            raise ConfigError(_unknown_key_message(config.name, key, variables_of_modules))
-
-
-def _unknown_key_message(name: str, key: str, extra_keys: frozenset[str]) -> str:
-    known = sorted(set(KEYS_BY_NAME) | extra_keys)
-    close = difflib.get_close_matches(key, known, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return (
-        f"{name}: {key}: unknown key{hint}; known keys: {', '.join(known)}"
-        " (put free-form variables under 'vars')"
     )
 
 
@@ -302,106 +637,258 @@ def _requirements_path(data: Mapping[str, Any], directory: Path) -> Path | None:
     return beside if beside.is_file() else None
 
 
-# --- modules ----------------------------------------------------------------
-
-_EXPLICIT_KINDS = {kind.value: kind for kind in (ModuleKind.PYTHON, ModuleKind.ROLE, ModuleKind.PLAYBOOK)}
-# Role names may carry a Galaxy namespace (acme.webserver); none may be a path.
-_MODULE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-
-
-def parse_modules(value: Any, where: Where) -> tuple[ModuleRef, ...]:
-    _expect(isinstance(value, list), where, "a list of module names or mappings", value)
-    return tuple(_parse_module(entry, f"{where}[{index}]", index) for index, entry in enumerate(value))
-
-
-def _parse_module(entry: Any, where: Where, index: int) -> ModuleRef:
-    if isinstance(entry, str):
-        _check_module_name(entry, where)
-        return ModuleRef(ModuleKind.AUTO, entry, {}, index)
-    _expect(isinstance(entry, dict), where, "a module name or a mapping", entry)
-    kinds = [key for key in entry if key in _EXPLICIT_KINDS]
-    _expect(len(kinds) == 1, where, "exactly one of 'role', 'playbook', 'python'", entry)
-    unknown = set(entry) - {kinds[0], "vars"}
-    _expect(not unknown, where, "only the keys " + repr([kinds[0], "vars"]), sorted(unknown))
-    kind = _EXPLICIT_KINDS[kinds[0]]
-    name = _check_string(entry[kinds[0]], f"{where}.{kinds[0]}")
-    if kind is not ModuleKind.PLAYBOOK:
-        _check_module_name(name, f"{where}.{kinds[0]}")
-    variables = _check_mapping(entry.get("vars", {}), f"{where}.vars")
-    return ModuleRef(kind, name, variables, index)
+def _module_refs(entries: Sequence[Any]) -> tuple[ModuleRef, ...]:
+    """The validated `modules` list as ModuleRefs."""
+    refs = []
+    for index, entry in enumerate(entries):
+        if isinstance(entry, str):
+            refs.append(ModuleRef(ModuleKind.AUTO, entry, {}, index))
+            continue
+        kind = next(ModuleKind(name) for name in MODULE.exactly_one_of if name in entry)
+        refs.append(ModuleRef(kind, entry[kind.value], dict(entry.get("vars") or {}), index))
+    return tuple(refs)
 
 
-def _check_module_name(name: str, where: Where) -> None:
-    if not _MODULE_NAME.match(name) or ".." in name:
-        raise ConfigError(f"{where}: {name!r} is not a module name (a name, not a path)")
-
-
-# --- bases ------------------------------------------------------------------
-
-
-def parse_base(data: Mapping[str, Any], name: str, directory: Path) -> Base:
-    if "base" in data and "download" in data:
-        raise ConfigError(f"{name}: download: give either 'base' or 'download', not both")
+def _base(data: Mapping[str, Any], directory: Path) -> Base:
     if "download" in data:
-        return _parse_download(data["download"], f"{name}: download", directory)
-    if "base" not in data:
-        return DebianBase()
-    base = data["base"]
-    where = f"{name}: base"
-    _expect(len(base) == 1 and next(iter(base)) in ("debian", "download"), where,
-            "exactly one of 'debian' or 'download'", base)
+        return _download_base(data["download"], directory)
+    base = data.get("base") or {}
     if "download" in base:
-        return _parse_download(base["download"], f"{where}.download", directory)
-    return _parse_debian(base["debian"] or {}, f"{where}.debian")
+        return _download_base(base["download"], directory)
+    spec = base.get("debian") or {}
+    return DebianBase(
+        suite=spec.get("suite", DebianBase.suite),
+        mirror=spec.get("mirror"),
+        variant=DebianVariant(spec.get("variant", DebianBase.variant)),
+        include=tuple(spec.get("include", DebianBase.include)),
+        bootable=spec.get("bootable", DebianBase.bootable),
+        architecture=Architecture(spec.get("architecture", DebianBase.architecture)),
+    )
 
 
-_DOWNLOAD_FIELDS = {"from", "root_file", "cache_dir", "sha256"}
-
-
-def _parse_download(value: Any, where: Where, directory: Path) -> DownloadBase:
-    spec = _check_mapping(value, where)
-    unknown = set(spec) - _DOWNLOAD_FIELDS
-    _expect(not unknown, where, f"only the fields {sorted(_DOWNLOAD_FIELDS)}", sorted(unknown))
-    url = _check_string(spec.get("from"), f"{where}.from")
+def _download_base(spec: Mapping[str, Any], directory: Path) -> DownloadBase:
+    url = spec["from"]
     if "://" not in url:  # a plain path, relative to the build.yaml
         url = _relative_path(directory, url).as_uri()
-    scheme = url.split("://", 1)[0]
-    _expect(scheme in ("file", "http", "https"), f"{where}.from", "a file://, http:// or https:// URL", url)
-    sha256 = spec.get("sha256")
-    if sha256 is not None:
-        ok = isinstance(sha256, str) and re.fullmatch(r"[0-9a-fA-F]{64}", sha256)
-        _expect(bool(ok), f"{where}.sha256", "64 hexadecimal digits", sha256)
-    root_file = spec.get("root_file")
-    if root_file is not None:
-        _check_string(root_file, f"{where}.root_file")
     cache_dir = spec.get("cache_dir")
+    sha256 = spec.get("sha256")
     return DownloadBase(
         url=url,
-        root_file=root_file,
-        cache_dir=_relative_path(directory, _check_string(cache_dir, f"{where}.cache_dir")) if cache_dir else None,
+        root_file=spec.get("root_file"),
+        cache_dir=_relative_path(directory, cache_dir) if cache_dir else None,
         sha256=sha256.lower() if sha256 else None,
     )
 
 
-_DEBIAN_FIELDS = {"suite", "mirror", "variant", "include", "bootable", "architecture"}
-_VARIANTS = ("extract", "custom", "essential", "apt", "required", "minbase", "buildd", "important",
-             "debootstrap", "standard")
+# --- keys that modules declare and read ---------------------------------------
+
+# How a Python module's CONFIG_KEYS types are checked.
+MODULE_KEY_TYPES: dict[KeyType, ValueType] = {
+    KeyType.STRING: Text(),
+    KeyType.BOOLEAN: Flag(),
+    KeyType.INTEGER: Number("an integer", integer=True),
+    KeyType.NUMBER: Number(),
+    KeyType.LIST: ListOf("a list"),
+    KeyType.MAPPING: FreeMapping(),
+    KeyType.ANY: Anything(),
+}
 
 
-def _parse_debian(value: Any, where: Where) -> DebianBase:
-    spec = _check_mapping(value, where)
-    unknown = set(spec) - _DEBIAN_FIELDS
-    _expect(not unknown, where, f"only the fields {sorted(_DEBIAN_FIELDS)}", sorted(unknown))
-    variant = spec.get("variant", "minbase")
-    _expect(variant in _VARIANTS, f"{where}.variant", f"one of {', '.join(_VARIANTS)}", variant)
-    mirror = spec.get("mirror")
-    if mirror is not None:
-        _expect(isinstance(mirror, str) and "://" in mirror, f"{where}.mirror", "a URL", mirror)
-    return DebianBase(
-        suite=_check_string(spec.get("suite", "bookworm"), f"{where}.suite"),
-        mirror=mirror,
-        variant=variant,
-        include=tuple(_string_list(spec.get("include", []), f"{where}.include")),
-        bootable=_check_bool(spec.get("bootable", True), f"{where}.bootable"),
-        architecture=_check_string(spec.get("architecture", "amd64"), f"{where}.architecture"),
-    )
+def module_key(name: str, declaration: Any, where: str) -> Key:
+    """One entry of a Python module's CONFIG_KEYS: NAME: {type: T, default: V, help: TEXT}."""
+    if not isinstance(declaration, dict) or not isinstance(declaration.get("help"), str):
+        raise ConfigError(f"{where}: CONFIG_KEYS[{name!r}]: expected {{'type': ..., 'default': ..., 'help': ...}}"
+                          f" with a help text, got {_describe(declaration)}")
+    unknown = set(declaration) - {"type", "default", "help"}
+    if unknown:
+        raise ConfigError(f"{where}: CONFIG_KEYS[{name!r}]: unknown fields {sorted(unknown)}; "
+                          "expected type, default, help")
+    try:
+        key_type = KeyType(declaration.get("type", KeyType.ANY))
+    except ValueError:
+        raise ConfigError(f"{where}: CONFIG_KEYS[{name!r}].type: expected one of "
+                          f"{', '.join(KeyType)}, got {_describe(declaration.get('type'))}") from None
+    key = Key(name, MODULE_KEY_TYPES[key_type], declaration["help"], default=declaration.get("default", NOTHING))
+    if key.default is not NOTHING and key.default is not None:
+        key.type.check(key.default, where, f"CONFIG_KEYS[{name!r}].default")
+    return key
+
+
+@dataclass(frozen=True)
+class ModuleKeys:
+    """What the listed modules say about top-level keys.
+
+    `declared`: keys with a type (a Python module's CONFIG_KEYS), by module.
+    `read`: names read or declared without a type (role defaults, argument
+    specs, a Python module's literal `cfg["x"]` and `cfg.get("x")`).
+    `unreadable`: modules that read `cfg` in ways their source cannot tell
+    (`cfg[name]`, `cfg.items()`, cfg passed on), so any key may be theirs.
+    """
+
+    declared: tuple[tuple[str, Key], ...] = ()
+    read: frozenset[str] = frozenset()
+    unreadable: tuple[str, ...] = ()
+
+    def names(self) -> frozenset[str]:
+        return self.read | {key.name for _, key in self.declared}
+
+
+def check_unknown_keys(config: BuildConfig, modules: ModuleKeys) -> list[str]:
+    """Every top-level key is in the table or is a key a listed module reads.
+
+    Keys a module declares with a type are checked against it. An unknown
+    key is an error, unless a listed module reads cfg in ways its source
+    cannot tell: then it is a warning, returned for the caller to emit.
+    """
+    for owner, key in modules.declared:
+        if key.name in config.data and BUILD_YAML.key(key.name) is None:
+            key.type.check(config.data[key.name], config.name, f"{key.name} (declared by {owner})")
+    known = {key.name for key in BUILD_YAML.keys} | modules.names()
+    warnings = []
+    for name in config.data:
+        if name in known:
+            continue
+        message = unknown_key_message(config.name, name, sorted(known))
+        if not modules.unreadable:
+            raise ConfigError(message)
+        readers = ", ".join(repr(module) for module in modules.unreadable)
+        warnings.append(f"{message}; kept, as {readers} may read it")
+    return warnings
+
+
+def unknown_key_message(source: str, path: str, known: Sequence[str]) -> str:
+    name = path.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    top_level = "." not in path
+    tail = " (put free-form variables under 'vars')" if top_level else ""
+    return f"{source}: {path}: unknown key{hint}; known keys: {', '.join(sorted(known))}{tail}"
+
+
+# --- what the table documents -------------------------------------------------
+
+
+def json_schema() -> dict[str, Any]:
+    """build.yaml's JSON Schema, for editors (yaml-language-server) and checkers."""
+    return {
+        "$schema": JSON_SCHEMA_DIALECT,
+        "title": "hotsauce build.yaml",
+        "description": "A base and an ordered list of modules; other top-level keys are variables that the "
+        "listed modules read.",
+        **BUILD_YAML.schema(),
+    }
+
+
+def walk_keys(section: Section | None = None, path: str = "") -> Iterator[tuple[str, Key]]:
+    """Every declared key with its dotted path, depth first; a section met again is not repeated."""
+    yield from _walk(section or BUILD_YAML, path, set())
+
+
+def _walk(section: Section, path: str, seen: set[int]) -> Iterator[tuple[str, Key]]:
+    seen.add(id(section))
+    for key in section.keys:
+        key_path = _child(path, key.name)
+        yield key_path, key
+        inner = _section_in(key.type)
+        if inner is not None and id(inner) not in seen:
+            suffix = "[]" if isinstance(key.type, ListOf) else ""
+            yield from _walk(inner, key_path + suffix, seen)
+
+
+def _section_in(value_type: ValueType) -> Section | None:
+    """The declared mapping a key holds: itself, in a list, or as one of its choices."""
+    if isinstance(value_type, Section):
+        return value_type
+    if isinstance(value_type, ListOf):
+        return _section_in(value_type.item)
+    if isinstance(value_type, Either):
+        return next((c for c in value_type.choices if isinstance(c, Section)), None)
+    return None
+
+
+def keys_table_markdown() -> str:
+    """The README's table of build.yaml keys."""
+    rows = ["| key | type | default | what |", "|---|---|---|---|"]
+    for path, key in walk_keys():
+        cells = (f"`{path}`", key.type.expected, _markdown_default(key), key.help)
+        rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def _markdown_default(key: Key) -> str:
+    text = key.describe_default()
+    if key.default_text is None and text not in ("", "required"):
+        return f"`{text}`"
+    return text
+
+
+# --- the default build.yaml -------------------------------------------------------
+
+_INIT_HEADER = f"""\
+# yaml-language-server: $schema={SCHEMA_FILE_NAME}
+# hotsauce build.yaml: the default image, a starting point to edit.
+# `hotsauce build -s 2G -o default.tar.gz -x` builds it. Every key is listed;
+# one commented out keeps its default. Editors check this file against
+# {SCHEMA_FILE_NAME}, which `hotsauce init` writes beside it (or run
+# `hotsauce schema > {SCHEMA_FILE_NAME}`). Top-level keys not listed here are
+# variables that a listed module reads.
+"""
+
+
+def default_config_text() -> str:
+    """The commented build.yaml used when there is none, and written by `hotsauce init`."""
+    lines = _INIT_HEADER.splitlines()
+    seen = {id(BUILD_YAML)}
+    for key in BUILD_YAML.keys:
+        lines.append("")
+        lines += _render_key(key, "", seen)
+    return "\n".join(lines) + "\n"
+
+
+def _is_written(key: Key) -> bool:
+    """Whether init writes the key (not commented out): it has an init value, or a part that has."""
+    if key.init is not NOTHING:
+        return True
+    return isinstance(key.type, Section) and any(_is_written(child) for child in key.type.keys)
+
+
+def _render_key(key: Key, indent: str, seen: set[int]) -> list[str]:
+    """A key with its help above it; a section key with its keys below it."""
+    default = key.describe_default()
+    note = f" (default: {default})" if default and default != "required" else ""
+    lines = [f"{indent}# {key.help}{note}."]
+    inner = key.type if isinstance(key.type, Section) else None
+    if inner is not None and id(inner) in seen:  # already shown in full: once is enough
+        required = {child.name: _shown_value(child) for child in inner.keys if child.required}
+        return [f"{indent}# {key.help}, with the same keys.", f"{indent}# {key.name}: {_flow(required)}"]
+    if inner is not None:
+        seen.add(id(inner))
+    if not _is_written(key):
+        return lines + [f"{indent}# {line}" for line in _commented_lines(key)]
+    if inner is not None and key.init is NOTHING:
+        lines.append(f"{indent}{key.name}:")
+        for child in inner.keys:
+            lines += _render_key(child, indent + "  ", seen)
+        return lines
+    return [*lines, f"{indent}{key.name}: {_flow(_shown_value(key))}"]
+
+
+def _commented_lines(key: Key, indent: str = "") -> list[str]:
+    """A key init leaves out, as it would be written: a section's keys each with their help beside."""
+    if not isinstance(key.type, Section):
+        return [f"{indent}{key.name}: {_flow(_shown_value(key))}"]
+    lines = [f"{indent}{key.name}:"]
+    for child in key.type.keys:
+        lines += [f"{line}    # {child.help}" for line in _commented_lines(child, indent + "  ")]
+    return lines
+
+
+def _shown_value(key: Key) -> Any:
+    """What init shows for a key: its init value, else an example, else its default."""
+    return next((value for value in (key.init, key.example, key.default) if value is not NOTHING), None)
+
+
+def _flow(value: Any) -> str:
+    """A value as YAML on one line."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=1000)
+    return text.removesuffix("\n").removesuffix("\n...").strip()

@@ -79,7 +79,8 @@ def test_an_unknown_module_lists_the_available_ones(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["../x", "/etc/x"])
 def test_a_module_name_that_is_a_path_is_refused(tmp_path: Path, name: str) -> None:
-    assert f"{name!r} is not a module name" in bad_build(with_modules(tmp_path, [name]))
+    assert f"modules[0]: expected a module name (a name, not a path), got {name!r}" in bad_build(
+        with_modules(tmp_path, [name]))
 
 
 def test_a_python_module_without_modify_is_refused(tmp_path: Path) -> None:

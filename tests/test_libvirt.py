@@ -305,7 +305,8 @@ def test_the_libvirt_xml_of_a_folder_set_validates_and_names_its_files_where_the
     domain = parsed(xml_file)
     assert domain.findtext("os/kernel") == str(folder_set / KERNEL_NAME)
     assert domain.find("devices/disk/source").get("file") == str(folder_set / "root.qcow2")  # type: ignore[union-attr]
-    assert domain.findtext("name") == domain_name(Manifest.read(folder_set))
+    manifest = Manifest.read(folder_set)
+    assert domain.findtext("name") == domain_name(manifest) == f"sauce-{manifest.build_id}"  # build.yaml's hostname
     verify_set(folder_set)
 
 

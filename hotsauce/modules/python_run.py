@@ -1,48 +1,76 @@
-"""Python modules: a file with `def modify(name, root, cfg)`, run in this process.
+"""Python modules: a file with `def modify(name, root, cfg)`, run in a child process.
 
 `name` is the module's name as listed, `root` the mounted root's path (a
-str, as it always was), `cfg` a deep copy of the build configuration, so a
-module cannot change what later modules see. Raising fails the build.
-Module authors reach paths inside the image through
-`hotsauce.rootpath.inside(root, path)`, which never leaves the root.
+str, as it always was), `cfg` a copy of the build configuration with the
+defaults of the keys the module declares, so a module cannot change what
+later modules see. Raising fails the build. Module authors reach paths
+inside the image through `hotsauce.rootpath.inside(root, path)`, which never
+leaves the root.
+
+The module runs in a fresh interpreter (hotsauce.modules.python_child), not
+in hotsauce's: whatever it does to its working directory, environment,
+signal handlers or sys.modules stays in its own process, and a fork of
+hotsauce (which has threads) could deadlock. The child streams to hotsauce's
+own stdout and stderr, is recorded in the ledger while it runs, and is
+stopped with its process group on Ctrl-C, SIGTERM or an error.
 """
 
 from __future__ import annotations
 
-import copy
-import importlib.util
-import traceback
+import json
+import pickle
+import signal
+import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hotsauce.errors import Interrupted, ModuleFailed
-from hotsauce.modules.resolve import ResolvedModule
+from hotsauce.config import NOTHING
+from hotsauce.errors import ModuleFailed
+from hotsauce.host import ledger
+from hotsauce.host.proc import child_process
+from hotsauce.modules.resolve import ResolvedModule, python_module_keys
+
+CHILD_MODULE = "hotsauce.modules.python_child"
 
 
 def run_python_module(module: ResolvedModule, root: Path, cfg: Mapping[str, Any]) -> None:
-    modify = _load_modify(module)
-    try:
-        modify(module.name, str(root), copy.deepcopy(dict(cfg)))
-    except Interrupted:
-        raise  # SIGTERM while the module ran: not the module's failure
-    except Exception as error:
-        raise ModuleFailed(module.name, _describe(error, module.path)) from error
+    """Run the module's modify(name, root, cfg) in a child and wait for it; ModuleFailed if it fails."""
+    folder = Path(tempfile.mkdtemp(prefix="hotsauce-module-")).absolute()
+    with ledger.held(ledger.Kind.PATH, folder):
+        try:
+            _run_in_child(module, root, cfg_for(module, cfg), folder)
+        finally:
+            ledger.remove_tree(folder)
 
 
-def _load_modify(module: ResolvedModule) -> Any:
-    spec = importlib.util.spec_from_file_location(f"hotsauce_module_{module.path.stem}", module.path)
-    assert spec is not None and spec.loader is not None
-    loaded = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(loaded)
-    except Exception as error:
-        raise ModuleFailed(module.name, f"cannot load {module.path}: {_describe(error, module.path)}") from error
-    return loaded.modify
+def cfg_for(module: ResolvedModule, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The build configuration with the defaults of the keys the module declares."""
+    defaults = {key.name: key.default for key in python_module_keys(module.path, str(module.path))
+                if key.default is not NOTHING}
+    return {**defaults, **cfg}
 
 
-def _describe(error: Exception, path: Path) -> str:
-    """The error and the module's own line that raised it."""
-    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == str(path)]
-    where = f" ({path.name}:{frames[-1].lineno})" if frames else ""
-    return f"{type(error).__name__}: {error}{where}"
+def _run_in_child(module: ResolvedModule, root: Path, cfg: Mapping[str, Any], folder: Path) -> None:
+    payload, result = folder / "payload.pickle", folder / "result.json"
+    payload.write_bytes(pickle.dumps({
+        "path": str(module.path), "name": module.name, "root": str(root), "cfg": dict(cfg), "result": str(result),
+    }))
+    # What hotsauce printed so far comes before what the module prints.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with child_process([sys.executable, "-m", CHILD_MODULE, payload]) as process:
+        status = process.wait()
+    if result.is_file():
+        outcome = json.loads(result.read_text())
+        if not outcome["ok"]:
+            raise ModuleFailed(module.name, outcome["error"])
+        return
+    raise ModuleFailed(module.name, f"its process ended before modify returned ({_describe_status(status)})")
+
+
+def _describe_status(status: int) -> str:
+    if status < 0:
+        return f"killed by {signal.Signals(-status).name}"
+    return f"exit status {status}"

@@ -16,15 +16,18 @@ call; a Python module between them splits the run.
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from hotsauce.config import BuildConfig, ModuleKind, ModuleRef
+from hotsauce.config import BuildConfig, Key, ModuleKeys, ModuleKind, ModuleRef, module_key
 from hotsauce.errors import ConfigError
 from hotsauce.modules.builtins import builtin_folder
+
+# The module-level name under which a Python module declares its own keys.
+CONFIG_KEYS = "CONFIG_KEYS"
 
 
 @dataclass(frozen=True)
@@ -156,19 +159,28 @@ def check_python_module(path: Path, where: str) -> None:
         raise ConfigError(f"{where}: {path}: modify takes ({', '.join(positional)}); expected modify(name, root, cfg)")
 
 
-def variables_read_by(modules: Iterable[ResolvedModule]) -> frozenset[str]:
-    """Top-level build.yaml keys the modules declare they read.
+def variables_read_by(modules: Iterable[ResolvedModule]) -> ModuleKeys:
+    """What the listed modules say about top-level build.yaml keys.
 
-    A role declares them in defaults/main.yml or meta/argument_specs.yml; a
-    Python module in a module-level CONFIG_KEYS tuple.
+    A role names them in defaults/main.yml or meta/argument_specs.yml. A
+    Python module declares them in CONFIG_KEYS ({NAME: {type, default,
+    help}}) or reads them with a literal name (`cfg["x"]`, `cfg.get("x")`),
+    read from its source without importing it.
     """
-    names: set[str] = set()
+    declared: list[tuple[str, Key]] = []
+    read: set[str] = set()
+    unreadable: list[str] = []
     for module in modules:
         if module.kind is ModuleKind.ROLE:
-            names.update(_role_variables(module.path))
+            read.update(_role_variables(module.path))
         elif module.kind is ModuleKind.PYTHON:
-            names.update(_python_config_keys(module.path))
-    return frozenset(names)
+            where = str(module.path)
+            declared += [(module.name, key) for key in python_module_keys(module.path, where)]
+            reads = cfg_reads(module.path)
+            read.update(reads.names)
+            if not reads.complete:
+                unreadable.append(module.name)
+    return ModuleKeys(tuple(declared), frozenset(read), tuple(unreadable))
 
 
 def _role_variables(role: Path) -> set[str]:
@@ -197,17 +209,107 @@ def _yaml_keys(path: Path) -> set[str]:
     return {str(key) for key in _yaml_mapping(path)}
 
 
-def _python_config_keys(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(), str(path))
-    for node in tree.body:
+def python_module_keys(path: Path, where: str) -> tuple[Key, ...]:
+    """The keys a Python module declares: CONFIG_KEYS = {NAME: {type, default, help}}."""
+    for node in ast.parse(path.read_text(), str(path)).body:
         if isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "CONFIG_KEYS" for t in node.targets
+            isinstance(t, ast.Name) and t.id == CONFIG_KEYS for t in node.targets
         ):
             try:
-                return {str(k) for k in ast.literal_eval(node.value)}
+                declarations = ast.literal_eval(node.value)
             except ValueError:
-                return set()
-    return set()
+                raise ConfigError(f"{where}: {CONFIG_KEYS} must be written as a literal mapping") from None
+            if not isinstance(declarations, dict):
+                raise ConfigError(f"{where}: {CONFIG_KEYS}: expected a mapping of key names to "
+                                  f"{{'type': ..., 'default': ..., 'help': ...}}, got a {type(declarations).__name__}")
+            return tuple(module_key(str(name), spec, where) for name, spec in declarations.items())
+    return ()
+
+
+@dataclass(frozen=True)
+class CfgReads:
+    """The keys a module reads from cfg by literal name; `complete`: it reads nothing else."""
+
+    names: frozenset[str]
+    complete: bool
+
+
+# cfg.get("x"), cfg.pop("x"), cfg.setdefault("x", ...): reads of one named key.
+_NAMED_READS = {"get", "pop", "setdefault"}
+
+
+def cfg_reads(path: Path) -> CfgReads:
+    """How a Python module's modify reads its `cfg`, from its source.
+
+    `cfg["x"]`, `cfg.get("x")` and `"x" in cfg` name the key they read, and
+    cfg handed to a function of the same file is followed there; any other
+    use (`cfg[name]`, `cfg.items()`, `json.dumps(cfg)`, cfg handed elsewhere)
+    could read any key.
+    """
+    tree = ast.parse(path.read_text(), str(path))
+    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    modify = functions.get("modify")
+    if modify is None:
+        return CfgReads(frozenset(), True)
+    parameters = [*modify.args.posonlyargs, *modify.args.args]
+    if len(parameters) < 3:  # modify(*args): cfg has no name to follow
+        return CfgReads(frozenset(), modify.args.vararg is None)
+    return _reads_in(modify, parameters[2].arg, functions, set())
+
+
+def _reads_in(function: ast.FunctionDef, cfg: str, functions: Mapping[str, ast.FunctionDef],
+              followed: set[tuple[str, str]]) -> CfgReads:
+    """The keys `function` reads from its parameter `cfg`, following it into the file's functions."""
+    if (function.name, cfg) in followed:  # recursion: already being read
+        return CfgReads(frozenset(), True)
+    followed.add((function.name, cfg))
+    names: set[str] = set()
+    complete = True
+    understood: set[int] = set()  # ids of the uses of cfg that were accounted for
+    for node in ast.walk(function):
+        if (read := _named_read(node, cfg)) is not None:
+            understood.add(id(read[0]))
+            names.add(read[1])
+        elif (handed := _handed_to_local_function(node, cfg, functions)) is not None:
+            use, callee, parameter = handed
+            inner = _reads_in(callee, parameter, functions, followed)
+            understood.add(id(use))
+            names |= inner.names
+            complete = complete and inner.complete
+    uses = [n for n in ast.walk(function) if isinstance(n, ast.Name) and n.id == cfg]
+    return CfgReads(frozenset(names), complete and all(id(use) in understood for use in uses))
+
+
+def _handed_to_local_function(node: ast.AST, cfg: str, functions: Mapping[str, ast.FunctionDef]
+                              ) -> tuple[ast.Name, ast.FunctionDef, str] | None:
+    """(the use of cfg, the function, its parameter) for `helper(..., cfg, ...)` where helper is in the file."""
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in functions):
+        return None
+    callee = functions[node.func.id]
+    parameters = [a.arg for a in (*callee.args.posonlyargs, *callee.args.args)]
+    for position, argument in enumerate(node.args):
+        if isinstance(argument, ast.Name) and argument.id == cfg and position < len(parameters):
+            return argument, callee, parameters[position]
+    for keyword in node.keywords:
+        if isinstance(keyword.value, ast.Name) and keyword.value.id == cfg and keyword.arg in parameters:
+            return keyword.value, callee, keyword.arg
+    return None
+
+
+def _named_read(node: ast.AST, cfg: str) -> tuple[ast.Name, str] | None:
+    """(the use of cfg, the key) when `node` reads one key of cfg by a literal name."""
+    target: ast.AST | None = None
+    key: ast.AST | None = None
+    if isinstance(node, ast.Subscript):
+        target, key = node.value, node.slice
+    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _NAMED_READS:
+        target, key = node.func.value, node.args[0] if node.args else None
+    elif isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(node.ops[0], ast.In | ast.NotIn):
+        target, key = node.comparators[0], node.left
+    if isinstance(target, ast.Name) and target.id == cfg and isinstance(key, ast.Constant) \
+            and isinstance(key.value, str):
+        return target, key.value
+    return None
 
 
 def plan_runs(modules: Sequence[ResolvedModule]) -> list[list[ResolvedModule]]:
