@@ -121,8 +121,8 @@ def _start(config: BuildConfig, options: BuildOptions, emit: Emit, cancel_reques
         warn_about_leftovers(stages.emit)
         output.check_output_path(options.output, force=options.force)
         config, options, _ = plan_layout(config, options)
-        plan = make_plan(config, cache, stages.emit)
         work = held.enter_context(_work_folder(options))
+        plan = make_plan(config, cache, stages.emit, scratch=work)
         staging = held.enter_context(output.staging_folder(options.output))
     return BuildContext(config, options, build_id, cache, log_dir, BuildPaths(work, staging), plan, stages,
                         recorded, cancel_requested)
@@ -134,11 +134,11 @@ def _boot_check(ctx: BuildContext, checks: Sequence[str]) -> None:
     boot_image_set(ctx.paths.staging, checks=checks, log_dir=ctx.log_dir / "boot", emit=ctx.emit).raise_for_failure()
 
 
-def make_plan(config: BuildConfig, cache: Cache, emit: Emit) -> Plan:
+def make_plan(config: BuildConfig, cache: Cache, emit: Emit, scratch: Path | None = None) -> Plan:
     roles_dirs: list[Path] = []
     collections_dirs: list[Path] = []
     if config.requirements is not None:
-        roles_dirs, collections_dirs = install_requirements(config.requirements, cache, emit)
+        roles_dirs, collections_dirs = install_requirements(config.requirements, cache, emit, scratch=scratch)
     search = module_search(config, roles_dirs, collections_dirs)
     modules = resolve_all(config, search)
     for warning in check_unknown_keys(config, variables_read_by(modules)):
@@ -169,7 +169,7 @@ def _root_source(ctx: BuildContext) -> DebianBase | FetchedBase:
     if isinstance(base, DebianBase):
         return base
     with ctx.stage(Stage.DOWNLOAD):
-        fetched = download.fetch(base, ctx.cache, ctx.emit)
+        fetched = download.fetch(base, ctx.cache, ctx.emit, scratch=ctx.paths.work)
         # Known from the download itself: a root_file pulled out below is new every build.
         identity = f"download:{base.sha256 or file_digest(fetched)}:{base.root_file or ''}"
         name = f"download.from {base.url}"

@@ -4,6 +4,8 @@ rendered as one line by the CLI, which exits with the class's `exit_status`
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class HotsauceError(Exception):
     """A failure the user can act on; its message is the one line they see."""
@@ -48,6 +50,14 @@ class CommandFailed(HotsauceError):
         self.argv = argv
         self.status = status
         self.stderr = stderr
+
+
+class CacheFull(HotsauceError):
+    """The filesystem of the cache folder has no room for an entry."""
+
+    def __init__(self, folder: Path, what: str) -> None:
+        super().__init__(f"the cache folder {folder} is full: {what} (free space there, or `hotsauce cache clear`)")
+        self.folder = folder
 
 
 class MirrorUnreachable(HotsauceError):

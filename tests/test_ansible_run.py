@@ -184,12 +184,15 @@ def test_nothing_of_ansible_is_left_in_the_image_or_the_home_of_the_build(mixed_
 
 
 @pytest.mark.integration
-def test_output_streams_as_events_and_the_full_event_log_is_kept(mixed_run: Run) -> None:
+def test_output_streams_as_events_and_ansible_runners_own_artifacts_are_kept(mixed_run: Run) -> None:
     output = "\n".join(e.message for e in mixed_run.events if e.kind == "output")
     assert "PLAY RECAP" in output
-    (events_log,) = mixed_run.log_dir.glob("*.events.jsonl")
-    kinds = [json.loads(line)["event"] for line in events_log.read_text().splitlines()]
+    (artifacts,) = mixed_run.log_dir.glob("ansible-*")
+    events = [json.loads(p.read_text()) for p in (artifacts / "job_events").glob("*.json")]
+    kinds = [e["event"] for e in sorted(events, key=lambda e: e["counter"])]
     assert kinds[0] == "playbook_on_start" and "playbook_on_stats" in kinds
+    assert "PLAY RECAP" in (artifacts / "stdout").read_text()
+    assert (artifacts / "status").read_text() == "successful"
 
 
 @pytest.mark.integration

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import threading
 import time
 from pathlib import Path
@@ -104,3 +105,17 @@ def test_list_shows_key_size_and_age_of_each_entry(
 
 def test_list_of_an_empty_cache_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "empty" in run_command(capsys, "--cache-dir", str(tmp_path / "none"), "list")
+
+
+def test_prune_keeps_the_most_recently_used_entries_of_a_kind(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    for age, name in enumerate(["newest", "middle", "oldest"]):
+        entry = publish(cache, "modules", name, b"x", {"name": name})
+        os.utime(entry, (time.time() - 60 * age, time.time() - 60 * age))
+    publish(cache, "bases", "other-kind", b"x", {})
+    os.utime(cache.folder("modules") / "oldest", None)  # read just now: recently used
+
+    cache.prune("modules", 2)
+
+    assert sorted(e.name for e in cache.entries()) == ["bases/other-kind", "modules/newest", "modules/oldest"]
+    assert not Cache.key_file(cache.folder("modules") / "middle").exists()

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from tests.faults.projects import write_project
 from tests.faults.running import hotsauce_env, run_and_signal
 from tests.faults.scene import Scene, make_scene
 from tests.faults.shims import path_with, shim_folder, started_marker
+from tests.filesystems import small_tmpfs
 from tests.images import run_hotsauce
 
 pytestmark = pytest.mark.integration
@@ -102,16 +101,6 @@ def test_a_fault_at_any_stage_exits_non_zero_with_one_line_and_leaves_nothing(
     else:
         assert reason == f"hotsauce: {point.stage}: interrupted by {sig.name}; everything held was released"
         assert result.returncode == 130
-
-
-@contextmanager
-def small_tmpfs(folder: Path, size: str) -> Iterator[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", folder], check=True)
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", folder], check=True)
 
 
 def test_a_full_output_folder_fails_the_build_saying_so(tmp_path: Path) -> None:

@@ -71,3 +71,23 @@ def test_a_requirements_file_that_is_not_a_list_or_mapping_is_a_config_error(
     requirements.write_text("just a string\n")
     with pytest.raises(ConfigError, match=r"requirements\.yml: expected a list of roles"):
         install_requirements(requirements, Cache(tmp_path / "cache"), lambda _e: None)
+
+
+def test_without_the_cache_requirements_are_installed_afresh_and_the_cache_is_untouched(
+    tmp_path: Path,
+) -> None:
+    requirements = requirements_with_tarball(tmp_path)
+    install_requirements(requirements, Cache(tmp_path / "cache"), lambda _e: None)
+    cached = sorted((tmp_path / "cache").rglob("*"))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    events: list[Event] = []
+
+    roles, collections = install_requirements(
+        requirements, Cache(tmp_path / "cache", enabled=False), events.append, scratch=scratch
+    )
+
+    assert (roles[0] / "acme.webserver" / "tasks" / "main.yml").is_file()
+    assert roles[0].is_relative_to(scratch) and collections[0].is_relative_to(scratch)
+    assert not any("from the cache" in event.message for event in events)
+    assert sorted((tmp_path / "cache").rglob("*")) == cached

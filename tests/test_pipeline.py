@@ -7,6 +7,7 @@ the base really unpacks into a plain folder and the Python module really runs.
 from __future__ import annotations
 
 import os
+import sys
 import tarfile
 import threading
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from hotsauce.errors import BuildCancelled, BuildFailed, ModuleFailed
 from hotsauce.events import Event, EventKind, Stage
 from hotsauce.host import proc
 from hotsauce.host.ledger import RUN_DIR_ENV
+from hotsauce.modules.python_run import CHILD_MODULE
 from hotsauce.store.cache import CACHE_ENV
 from tests.faults.projects import tiny_root_tarball, write_project
 from tests.recorded_commands import FAKE_DEVICE, CommandRecorder
@@ -138,8 +140,10 @@ def test_a_download_build_runs_each_device_command_in_pipeline_order(scene: Scen
         "file.driver=file,file.filename=WORK/disk.raw -O qcow2 STAGING/root.qcow2",
     ]
     assert recorder.started[0][:2] == ["tar", "--extract"]
+    # The Python module, in a fresh interpreter of its own.
+    assert recorder.started[1][:3] == [sys.executable, "-m", CHILD_MODULE]
     # Then, where /dev/kvm is usable, the KVM probe for libvirt.xml, with the set's kernel.
-    assert all(Path(argv[0]).name.startswith("qemu-system-") for argv in recorder.started[1:])
+    assert all(Path(argv[0]).name.startswith("qemu-system-") for argv in recorder.started[2:])
     assert result.manifest.os_distro == "tiny"  # read from the base the recorder let tar unpack
     assert (scene.output / "root.qcow2").is_file() and not work.exists() and not staging.exists()
 
@@ -207,7 +211,10 @@ def test_a_python_module_that_raises_fails_the_modules_stage_naming_the_module(s
         recorded_build(scene, ["stamp", "boom"], recorder, events)
     assert raised.value.stage is Stage.MODULES
     assert isinstance(raised.value.cause, ModuleFailed) and raised.value.exit_status == 1
-    assert str(raised.value) == "modules: module 'boom' failed: RuntimeError: injected failure in a module (boom.py:2)"
+    assert str(raised.value) == (
+        "modules: module 'boom' failed: RuntimeError: injected failure in a module "
+        "(at boom.py:2: raise RuntimeError(\"injected failure in a module\"))"
+    )
     assert holdings_left(recorder) == []
 
 

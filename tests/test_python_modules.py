@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,8 @@ import pytest
 import yaml
 
 from hotsauce.config import ModuleKind, ModuleRef
-from hotsauce.errors import ModuleFailed
+from hotsauce.errors import Cancelled, ModuleFailed
+from hotsauce.host import cancel
 from hotsauce.modules.python_run import run_python_module
 from hotsauce.modules.resolve import ResolvedModule
 
@@ -222,3 +224,27 @@ def test_sigterm_and_sigint_stop_the_module_and_release_everything(tmp_path: Pat
     wait_for(lambda: not process_exists(child), seconds=10)
     assert list(run_dir.iterdir()) == []  # the ledger went with the build
     assert list(scratch.iterdir()) == []  # and so did the module's temporary folder
+
+
+def test_a_cancel_of_the_build_stops_a_running_module(tmp_path: Path, root: Path) -> None:
+    module = python_module(tmp_path, "sleeper", SLEEPER)
+    asked = time.monotonic() + 3600.0
+
+    def cancel_requested() -> bool:
+        return time.monotonic() >= asked
+
+    started = time.monotonic()
+    with cancel.cancellable(cancel_requested), pytest.raises(Cancelled):
+        def ask_once_running() -> None:
+            nonlocal asked
+            wait_for(lambda: (root / "pid").exists())
+            asked = time.monotonic()
+
+        waiter = threading.Thread(target=ask_once_running)
+        waiter.start()
+        try:
+            run_python_module(module, root, {})
+        finally:
+            waiter.join()
+    assert time.monotonic() - started < 60  # not the module's 600 s
+    assert not process_exists(int((root / "pid").read_text()))

@@ -31,6 +31,7 @@ from hotsauce.config import DebianBase
 from hotsauce.errors import MirrorUnreachable
 from hotsauce.events import Emit, Event
 from hotsauce.host.proc import run
+from hotsauce.store import snapshots
 from hotsauce.store.cache import Cache
 
 STAGE = "base"
@@ -140,17 +141,19 @@ def provide_debian_base(
     key, name = planned.key, planned.entry_name
     with cache.locked(BASES, name) as entry:
         if entry.is_file():
-            emit(
-                Event(
-                    "info",
-                    STAGE,
-                    f"base served from the cache ({name})",
-                    {"cached": True, "entry": str(entry)},
+            if snapshots.unpack(entry, root):
+                emit(
+                    Event(
+                        "info",
+                        STAGE,
+                        f"base served from the cache ({name})",
+                        {"cached": True, "entry": str(entry)},
+                    )
                 )
-            )
-            unpack_base(entry, root)
-            return
-        reason = miss_reason(cache, key)
+                return
+            reason = f"the cached base {name} was cut short"
+        else:
+            reason = miss_reason(cache, key)
         emit(
             Event(
                 "info",
@@ -160,7 +163,7 @@ def provide_debian_base(
             )
         )
         bootstrap(planned.plan, root, deb_pool=cache.folder(DEBS) / spec.architecture)
-        store_base(root, entry, key)
+        snapshots.store(root, entry, key)
 
 
 def miss_reason(cache: Cache, key: Mapping[str, Any]) -> str:
@@ -262,51 +265,3 @@ def _adopt_debs(incoming: Path, pool: Path) -> None:
         target = pool / deb.name
         if not target.exists():
             os.replace(deb, target)
-
-
-# --- the cache entry ----------------------------------------------------------
-
-# The archive keeps owners by number, permissions, ACLs and extended
-# attributes (file capabilities such as ping's live there).
-_TAR_KEEP = ["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls"]
-
-
-def store_base(root: Path, entry: Path, key: Mapping[str, Any]) -> None:
-    """Archive `root` as the cache entry `entry`, published only once complete."""
-    partial = Cache.temporary_name(entry)
-    try:
-        run(
-            [
-                "tar",
-                "--create",
-                "--file",
-                partial,
-                "--use-compress-program=zstd -T0 -3",
-                *_TAR_KEEP,
-                "--sparse",
-                "--exclude=./lost+found",
-                "-C",
-                root,
-                ".",
-            ]
-        )
-        Cache.write_key(entry, key)
-        Cache.publish(partial, entry)
-    finally:
-        partial.unlink(missing_ok=True)
-
-
-def unpack_base(entry: Path, root: Path) -> None:
-    run(
-        [
-            "tar",
-            "--extract",
-            "--file",
-            entry,
-            "--use-compress-program=zstd -T0",
-            *_TAR_KEEP,
-            "--preserve-permissions",
-            "-C",
-            root,
-        ]
-    )

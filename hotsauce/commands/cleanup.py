@@ -1,7 +1,8 @@
-"""`hotsauce cleanup`: release what builds that were killed outright still hold.
+"""`hotsauce cleanup`: release what builds left behind.
 
-A build killed with SIGKILL cannot release anything; its ledger (see
-hotsauce.host.ledger) says what it held. Builds still running are left alone.
+A build killed with SIGKILL cannot release anything, and a build can find a
+mount it cannot release; its ledger (see hotsauce.host.ledger) says what it
+still held. Builds still running are left alone.
 """
 
 from __future__ import annotations
@@ -9,16 +10,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hotsauce.host import ledger
+from hotsauce.errors import HotsauceError
+from hotsauce.host import ledger, release
 
 
 def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "cleanup",
-        help="release what killed builds left behind",
+        help="release what builds left behind",
         description="Find builds that ended without releasing what they held (killed with SIGKILL, "
-        "or the machine lost power) and release it in reverse order: their child processes, "
-        f"mounts, loop devices, temporary and staging files. Ledgers live in {ledger.DEFAULT_RUN_DIR} "
+        "the machine lost power, or a mount they could not release) and release it in reverse order: "
+        "their child processes, swap files and processes that keep their mounts busy, mounts, loop "
+        f"devices, temporary and staging files. Ledgers live in {ledger.DEFAULT_RUN_DIR} "
         f"(or ${ledger.RUN_DIR_ENV}).",
     )
     parser.add_argument("-n", "--dry-run", action="store_true", help="only list what would be released")
@@ -38,8 +41,8 @@ def run_cleanup(args: argparse.Namespace) -> int:
                 print(f"    would release {holding.describe()}", file=sys.stderr)
             continue
         try:
-            released = ledger.release_leftover(leftover)
-        except RuntimeError as error:
+            released = release.release_leftover(leftover)
+        except HotsauceError as error:
             print(f"hotsauce: could not release everything of build {leftover.pid}: {error}", file=sys.stderr)
             status = 1
             continue

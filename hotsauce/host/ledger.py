@@ -4,9 +4,12 @@ A build keeps one small JSON file, `RUN_DIR/<pid>.json`, listing in order
 what it took: child process groups, loop devices, mounts, temporary folders
 and staging paths. An entry is added as a resource is taken (for mounts and
 paths, before it is taken, so a kill half-way still leaves a record) and
-removed when it is released; the file goes when the build ends. A file whose
-build is no longer running is a leftover: `release_leftovers` undoes it in
-reverse order, as the build itself would have.
+removed when it is really released: a mount that is still mounted, a loop
+device still attached or a path still there stays recorded, whatever the
+code that held it believed. The file goes when the build ends holding
+nothing; otherwise it stays, marked ended, under a name of its own. A file
+whose build ended or is no longer running is a leftover:
+hotsauce.host.release undoes it in reverse order, as the build would have.
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from hotsauce.errors import HotsauceError
+from hotsauce.host.mounts import is_mount_point, loop_backing, mount_points_below
 
 RUN_DIR_ENV = "HOTSAUCE_RUN_DIR"
 DEFAULT_RUN_DIR = Path("/run/hotsauce")
@@ -45,6 +49,21 @@ class Holding:
 
     def describe(self) -> str:
         return f"{self.kind} {self.value}" + (f" ({self.backing})" if self.backing else "")
+
+    def still_held(self) -> bool:
+        """Whether the resource is still there after the code holding it let go.
+
+        A process group counts as gone: proc reaps its children before letting go.
+        """
+        path = Path(self.value)
+        if self.kind is Kind.MOUNT:
+            return is_mount_point(path)
+        if self.kind is Kind.LOOP:
+            backing = loop_backing(path)
+            return backing is not None and self.backing in (None, backing)
+        if self.kind is Kind.PATH:
+            return path.exists() or path.is_symlink()
+        return False
 
 
 @dataclass(frozen=True)
@@ -84,6 +103,7 @@ class Ledger:
     argv: tuple[str, ...]
     _holdings: dict[int, Holding] = field(default_factory=dict)
     _next: int = 0
+    ended: bool = False  # the build is over; what is still recorded is left for `hotsauce cleanup`
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def hold(self, holding: Holding) -> int:
@@ -96,8 +116,24 @@ class Ledger:
 
     def release(self, token: int) -> None:
         with self._lock:
-            self._holdings.pop(token, None)
+            holding = self._holdings.get(token)
+            if holding is not None and not holding.still_held():
+                del self._holdings[token]
+                self._write()
+
+    def end(self) -> None:
+        """The build is over: its ledger goes, or stays for `hotsauce cleanup` with what is left.
+
+        Renamed, so a later build of this same process (a library caller) starts a ledger of its own.
+        """
+        with self._lock:
+            if not self._holdings:
+                self.path.unlink(missing_ok=True)
+                return
+            self.ended = True
             self._write()
+            with suppress(OSError):
+                os.replace(self.path, self.path.with_name(f"{self.pid}-ended-{time.time_ns()}.json"))
 
     def _write(self) -> None:
         with suppress(OSError):  # a full /run must not fail the build; cleanup then just knows less
@@ -108,6 +144,7 @@ class Ledger:
             "pid": self.pid,
             "start_time": self.start_time,
             "argv": list(self.argv),
+            "ended": self.ended,
             "holdings": [_holding_to_json(h) for _, h in sorted(self._holdings.items())],
         }
         partial = self.path.with_name(f".{self.path.name}.partial")
@@ -146,7 +183,7 @@ def recording(folder: Path | None = None) -> Iterator[Ledger | None]:
         yield ledger
     finally:
         _active = None
-        ledger.path.unlink(missing_ok=True)
+        ledger.end()
 
 
 def _own_argv() -> list[str]:
@@ -160,7 +197,8 @@ def _own_argv() -> list[str]:
 def held(
     kind: Kind, value: str | Path, *, backing: str | Path | None = None, start_time: int | None = None
 ) -> Iterator[None]:
-    """Record a holding for the duration of the block (a no-op outside `recording`)."""
+    """Record a holding for the duration of the block, and after it while the resource is
+    still there (a no-op outside `recording`)."""
     ledger = _active
     if ledger is None:
         yield
@@ -181,16 +219,16 @@ def held_process(pid: int) -> Iterator[None]:
 
 def remove_tree(path: Path) -> None:
     """rm -rf a temporary folder of ours, refusing to cross a mount (a bind of /dev, say)."""
-    if mounts := _mounts_below(path.absolute(), including_itself=True):
+    if mounts := mount_points_below(path.absolute()):
         raise HotsauceError(f"{path} still has {mounts[0]} mounted below it; left for `hotsauce cleanup`")
     shutil.rmtree(path, ignore_errors=True)
 
 
-# --- finding and releasing leftovers -----------------------------------------
+# --- finding leftovers ---------------------------------------------------------
 
 
 def find_leftovers(folder: Path | None = None) -> list[Leftover]:
-    """Ledgers of builds that are no longer running, oldest first."""
+    """Ledgers of builds that ended or are no longer running, oldest first."""
     folder = folder or run_dir()
     if not folder.is_dir():
         return []
@@ -202,7 +240,7 @@ def find_leftovers(folder: Path | None = None) -> list[Leftover]:
             holdings = tuple(_holding_from_json(h) for h in state.get("holdings", []))
         except (OSError, ValueError, KeyError, TypeError):
             continue  # not a ledger, or one that vanished while we read it
-        if is_running(pid, start_time):
+        if not state.get("ended") and is_running(pid, start_time):
             continue
         leftovers.append(Leftover(path, pid, tuple(state.get("argv", [])), holdings))
     return leftovers
@@ -210,116 +248,3 @@ def find_leftovers(folder: Path | None = None) -> list[Leftover]:
 
 def _holding_from_json(data: dict[str, Any]) -> Holding:
     return Holding(Kind(data["kind"]), str(data["value"]), data.get("backing"), data.get("start_time"))
-
-
-def release_leftover(leftover: Leftover) -> list[str]:
-    """Undo what a dead build held, newest first; returns what was released.
-
-    Processes go first, whatever their place: a live child can keep a mount
-    busy. The ledger is removed only when everything was released.
-    """
-    released: list[str] = []
-    failures: list[str] = []
-    ordered = [h for h in leftover.holdings if h.kind is Kind.PROCESS]
-    ordered += [h for h in reversed(leftover.holdings) if h.kind is not Kind.PROCESS]
-    for holding in ordered:
-        try:
-            if _RELEASE[holding.kind](holding):
-                released.append(holding.describe())
-        except (OSError, RuntimeError, HotsauceError) as error:
-            failures.append(f"{holding.describe()}: {error}")
-    if failures:
-        raise RuntimeError("; ".join(failures))
-    leftover.ledger.unlink(missing_ok=True)
-    return released
-
-
-def _release_process(holding: Holding) -> bool:
-    pgid = int(holding.value)
-    now = process_start_time(pgid)
-    if now is not None and holding.start_time is not None and now != holding.start_time:
-        return False  # the pid was reused, so the group it led is empty
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _release_loop(holding: Holding) -> bool:
-    device = Path(holding.value)
-    if holding.backing is not None and _loop_backing(device) != holding.backing:
-        return False  # detached already, maybe reused by someone else since
-    # A whole disk's partitions (partx --add) outlive the detach otherwise, and the next user of the device sees them.
-    _run(["partx", "--delete", str(device)], check=False)
-    _run(["losetup", "--detach", str(device)])
-    return True
-
-
-def _loop_backing(device: Path) -> str | None:
-    try:
-        return Path(f"/sys/block/{device.name}/loop/backing_file").read_text().strip()
-    except OSError:
-        return None
-
-
-def _release_mount(holding: Holding) -> bool:
-    return _unmount_below(Path(holding.value), including_itself=True)
-
-
-def _release_path(holding: Holding) -> bool:
-    path = Path(holding.value)
-    if not path.exists() and not path.is_symlink():
-        return False
-    # Anything of the build's still inside (a mount it did not record in time,
-    # a loop device over its image) goes first; rmtree must never cross a mount.
-    _unmount_below(path, including_itself=True)
-    _detach_loops_below(path)
-    if _mounts_below(path, including_itself=True):
-        raise RuntimeError(f"{path} still has mounts below it; not removed")
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink()
-    return True
-
-
-def _mounts_below(path: Path, *, including_itself: bool) -> list[Path]:
-    """Mount points at or below `path`, deepest first."""
-    found = []
-    with open("/proc/self/mountinfo") as mountinfo:
-        for line in mountinfo:
-            point = Path(line.split()[4].encode().decode("unicode_escape"))
-            if (including_itself and point == path) or path in point.parents:
-                found.append(point)
-    return sorted(set(found), key=lambda p: len(p.parts), reverse=True)
-
-
-def _unmount_below(path: Path, *, including_itself: bool) -> bool:
-    points = _mounts_below(path, including_itself=including_itself)
-    for point in points:
-        if _run(["umount", str(point)], check=False) != 0:
-            _run(["umount", "--lazy", str(point)])
-    return bool(points)
-
-
-def _detach_loops_below(path: Path) -> None:
-    for backing_file in Path("/sys/block").glob("loop*/loop/backing_file"):
-        with suppress(OSError):
-            backing = Path(backing_file.read_text().strip())
-            if path == backing or path in backing.parents:
-                _run(["losetup", "--detach", f"/dev/{backing_file.parent.parent.name}"])
-
-
-def _run(argv: list[str], *, check: bool = True) -> int:
-    from hotsauce.host import proc  # proc records into the ledger: import here, not at the top
-
-    return proc.run(argv, check=check).returncode
-
-
-_RELEASE = {
-    Kind.PROCESS: _release_process,
-    Kind.LOOP: _release_loop,
-    Kind.MOUNT: _release_mount,
-    Kind.PATH: _release_path,
-}

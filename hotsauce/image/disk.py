@@ -13,14 +13,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from hotsauce.config import FsType
 from hotsauce.errors import CommandFailed, ConfigError, StageFailed
-from hotsauce.host import ledger, proc
+from hotsauce.host import ledger, proc, release
 from hotsauce.output.imageset import ROOT_LABEL
 
 SECTOR = 512
@@ -78,7 +78,7 @@ def _detach(device: Path) -> None:
     _run_until_released(["losetup", "--detach", device])
 
 
-def _run_until_released(argv: list[str | Path]) -> None:
+def _run_until_released(argv: list[str | Path], before_retry: Callable[[], object] = lambda: None) -> None:
     """Run a release command, again for a moment while it fails.
 
     udev, or a mount or device just closed, can hold what is released for a
@@ -91,6 +91,7 @@ def _run_until_released(argv: list[str | Path]) -> None:
         except CommandFailed:
             if attempt == RELEASE_ATTEMPTS - 1:
                 raise
+            before_retry()
             time.sleep(RELEASE_PAUSE_SECONDS)
 
 
@@ -135,7 +136,8 @@ def flush(mountpoint: Path) -> None:
 
 
 def _unmount(mountpoint: Path) -> None:
-    _run_until_released(["umount", mountpoint])
+    # What a module left keeping the image busy (a swap file, a process) cannot outlive the build.
+    _run_until_released(["umount", mountpoint], before_retry=lambda: release.free_mount(mountpoint.absolute()))
 
 
 def trim(mountpoint: Path) -> None:

@@ -8,7 +8,9 @@ set_fact (extra-vars would beat a role's own set_fact).
 
 Everything Ansible writes on the host lives in a temporary folder of the run
 (its home, local temp, config); what it writes in the image lives under one
-temporary folder of the image's /tmp, removed afterwards.
+temporary folder of the image's /tmp, removed afterwards. ansible-runner's
+own artifacts (job_events/, stdout, status, rc, command, fact_cache/) are the
+run's log, kept in the build's log folder and pruned with it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import yaml
 
@@ -72,8 +74,8 @@ def run_ansible_modules(
     PLAYBOOK) in ONE ansible-runner call: one generated playbook applying them in order
     against the chroot. Called with build_chroot(root) already active. Raises
     ModuleFailed(module.name, "task 'NAME': MESSAGE") on a failed task. Streams output to
-    the terminal (as "output" events through emit) and keeps the full event log in log_dir
-    (ansible-NN-NAME.events.jsonl, and the plain text in ansible-NN-NAME.log)."""
+    the terminal (as "output" events through emit) and keeps ansible-runner's artifacts in
+    log_dir/ansible-NN-NAME/ (job_events/ and stdout among them)."""
     if not modules:
         return
     for module in modules:
@@ -84,17 +86,15 @@ def run_ansible_modules(
     ident = run_ident(modules[0])
     markers = {play_marker(m): m for m in modules}
     watch = RunWatch(markers)
-    with (
-        tempfile.TemporaryDirectory(prefix="hotsauce-ansible-") as private,
-        image_left_clean(root),
-        (log_dir / f"{ident}.events.jsonl").open("w") as events_log,
-        (log_dir / f"{ident}.log").open("w") as text_log,
-    ):
+    artifacts = log_dir / ident
+    with tempfile.TemporaryDirectory(prefix="hotsauce-ansible-") as private, image_left_clean(root):
         private_dir = Path(private)
         playbook = write_project(private_dir, root, modules, cfg)
         env = runner_environment(private_dir, roles_path, collections_path)
-        handler = event_handler(watch, emit, events_log, text_log)
-        status = run_runner(private_dir, playbook, env, handler)
+        try:
+            status = run_runner(private_dir, artifacts, playbook, env, event_handler(watch, emit))
+        finally:
+            keep_artifacts(artifacts, env)
     if status != "successful":
         raise failure_of(watch, modules, status)
 
@@ -191,10 +191,8 @@ def runner_environment(
         folder.mkdir()
     config = private_dir / "ansible.cfg"
     config.write_text("# hotsauce: no host ansible.cfg applies to an image build\n")
-    venv_bin = Path(sys.executable).parent
     return {
-        # ansible-runner finds ansible-playbook on PATH; the venv may not be activated.
-        "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "PATH": path_with_ansible(),
         "HOME": str(home),
         "ANSIBLE_CONFIG": str(config),
         "ANSIBLE_HOME": str(home / ".ansible"),
@@ -211,6 +209,12 @@ def runner_environment(
         "ANSIBLE_RETRY_FILES_ENABLED": "false",
         "ANSIBLE_NOCOLOR": "true",
     }
+
+
+def path_with_ansible() -> str:
+    """PATH with this Python's bin folder first: ansible-runner finds ansible-playbook, and we
+    find ansible-galaxy, through PATH, and the virtualenv hotsauce runs from may not be activated."""
+    return f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}"
 
 
 # --- running -----------------------------------------------------------------
@@ -235,7 +239,29 @@ def image_left_clean(root: Path) -> Iterator[None]:
             shutil.rmtree(root_ansible, ignore_errors=True)
 
 
-def run_runner(private_dir: Path, playbook: Path, env: Mapping[str, str], handler: Any) -> str:
+def keep_artifacts(artifacts: Path, env: Mapping[str, str]) -> None:
+    """ansible-runner's artifact folder of one run, made fit to stay in the build's log.
+
+    Its `command` file records the whole environment of this process, which
+    may hold the host's secrets (a cloud password, a token): only the
+    variables hotsauce gave the run (`env`) stay in it. Folders end 0700 and
+    files 0600, as the rest of the build's log.
+    """
+    command_file = artifacts / "command"
+    try:
+        command = json.loads(command_file.read_text())
+    except (OSError, ValueError):
+        command = None
+    if isinstance(command, dict):
+        command["env"] = {name: value for name, value in (command.get("env") or {}).items() if name in env}
+        command_file.write_text(json.dumps(command))
+    for folder, _dirs, files in os.walk(artifacts):
+        os.chmod(folder, 0o700)
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o600)
+
+
+def run_runner(private_dir: Path, artifacts: Path, playbook: Path, env: Mapping[str, str], handler: Any) -> str:
     """ansible-runner in a thread the build's thread waits on, so Ctrl-C and SIGTERM
     (raised in the main thread) and a cancel of the build cancel the run: runner
     kills ansible-playbook's process group, and build_chroot stops what its
@@ -251,6 +277,9 @@ def run_runner(private_dir: Path, playbook: Path, env: Mapping[str, str], handle
     finished = threading.Event()
     runner = init_runner(
         private_data_dir=str(private_dir),
+        # Kept where the build keeps its log; the build's log folders are what is pruned.
+        artifact_dir=str(artifacts.parent),
+        ident=artifacts.name,
         playbook=playbook.name,
         inventory=str(private_dir / "inventory" / "hosts.yml"),
         envvars=dict(env),
@@ -279,17 +308,12 @@ def run_runner(private_dir: Path, playbook: Path, env: Mapping[str, str], handle
     return str(runner.status)
 
 
-def event_handler(watch: RunWatch, emit: Emit, events_log: IO[str], text_log: IO[str]) -> Any:
+def event_handler(watch: RunWatch, emit: Emit) -> Any:
     def handle(event: dict[str, Any]) -> bool:
-        events_log.write(json.dumps(event, default=str) + "\n")
-        events_log.flush()
-        stdout = event.get("stdout") or ""
-        if stdout:
-            text_log.write(stdout + "\n")
-            text_log.flush()
+        if stdout := event.get("stdout") or "":
             emit(Event("output", STAGE, stdout))
         observe(watch, event)
-        return True  # ansible-runner keeps it in its artifacts too
+        return True  # ansible-runner keeps it in its artifacts (job_events/)
 
     return handle
 

@@ -9,16 +9,14 @@ image's own /etc/resolv.conf is back exactly as it was.
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from hotsauce.errors import StageFailed
 from hotsauce.host.ledger import Kind, held
 from hotsauce.host.proc import run
+from hotsauce.host.release import remove, stop_processes_holding
 
 # Exit status 101 tells invoke-rc.d (and deb-systemd-invoke) "action forbidden".
 POLICY_RC_D = "#!/bin/sh\n# hotsauce: no service starts while the image is being built\nexit 101\n"
@@ -42,8 +40,6 @@ KERNEL_MOUNTS: tuple[tuple[str, list[str]], ...] = (
 )
 
 SAVED_SUFFIX = ".hotsauce-saved"
-# How long processes left in the root get between SIGTERM and SIGKILL.
-STOP_GRACE_SECONDS = 5.0
 START_STOP_DAEMON = ("usr/sbin/start-stop-daemon", "sbin/start-stop-daemon")
 SYSTEMCTL = ("usr/bin/systemctl", "bin/systemctl")
 
@@ -118,9 +114,9 @@ def _put_back(path: Path, saved: Path, had_own: bool, ours: tuple[int, str] | No
     if ours is not None and not _is_ours(path, *ours):
         # A module replaced the file on purpose: keep its version.
         if had_own:
-            _remove(saved)
+            remove(saved)
         return
-    _remove(path)
+    remove(path)
     if had_own:
         os.rename(saved, path)
 
@@ -129,13 +125,6 @@ def _is_ours(path: Path, inode: int, content: str) -> bool:
     if path.is_symlink() or not path.is_file():
         return False
     return path.stat().st_ino == inode and path.read_text(errors="replace") == content
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.is_symlink() or path.exists():
-        path.unlink()
 
 
 @contextmanager
@@ -173,21 +162,6 @@ def offline_systemctl(saved: str) -> str:
     )
 
 
-def processes_in(root: Path) -> list[int]:
-    """Processes whose root folder is the image root: whatever a module left running."""
-    target = str(root.resolve())
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if os.readlink(f"/proc/{entry.name}/root") == target:
-                found.append(int(entry.name))
-        except OSError:
-            continue  # gone, or not ours to look at
-    return found
-
-
 def stop_processes_in(root: Path) -> None:
     """SIGTERM, then SIGKILL, every process still running inside the root.
 
@@ -195,16 +169,7 @@ def stop_processes_in(root: Path) -> None:
     the commands they started in the image outlive ansible-playbook; a daemon
     started by hand would too. Nothing of the build may keep running.
     """
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        pids = processes_in(root)
-        if not pids:
-            return
-        for pid in pids:
-            with suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        while processes_in(root) and time.monotonic() < deadline:
-            time.sleep(0.1)
+    stop_processes_holding(root.resolve())
 
 
 @contextmanager

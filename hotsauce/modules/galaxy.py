@@ -12,7 +12,6 @@ import hashlib
 import os
 import re
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -22,6 +21,7 @@ from hotsauce.config import read_yaml
 from hotsauce.errors import CommandFailed, ConfigError
 from hotsauce.events import Emit, Event
 from hotsauce.host.proc import run
+from hotsauce.modules.ansible_run import path_with_ansible
 from hotsauce.store.cache import Cache
 
 CACHE_KIND = "galaxy"
@@ -33,14 +33,21 @@ _NOT_INSTALLED = re.compile(
 
 
 def install_requirements(
-    requirements: Path, cache: Cache, emit: Emit
+    requirements: Path, cache: Cache, emit: Emit, *, scratch: Path | None = None
 ) -> tuple[list[Path], list[Path]]:
     """ansible-galaxy roles and collections from a requirements.yml into the cache (keyed by
     the file's content), not the host's global paths. Returns (roles_dirs, collections_dirs).
-    A role that cannot be installed raises ConfigError naming the requirements file and
-    the role."""
+    With the cache disabled they go to `scratch` (a folder of the build's own), and no cache
+    is read or written. A role that cannot be installed raises ConfigError naming the
+    requirements file and the role."""
     requirements = requirements.absolute()
     spec = read_requirements(requirements)
+    if not cache.enabled:
+        if scratch is None:
+            raise ValueError("requirements without the cache need a scratch folder")
+        entry = scratch / CACHE_KIND
+        install_into(entry, requirements, spec, emit)
+        return [entry / "roles"], [entry / "collections"]
     key = requirements_key(requirements, spec)
     with cache.locked(CACHE_KIND, key) as entry:
         if entry.is_dir():
@@ -117,12 +124,11 @@ def install_into(
 
 
 def galaxy_environment(home: Path) -> dict[str, str]:
-    venv_bin = Path(sys.executable).parent
     config = home / "ansible.cfg"
     config.write_text("")
     return {
         **os.environ,
-        "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "PATH": path_with_ansible(),
         "HOME": str(home),
         "ANSIBLE_HOME": str(home / ".ansible"),
         "ANSIBLE_CONFIG": str(config),
@@ -134,11 +140,9 @@ def galaxy_environment(home: Path) -> dict[str, str]:
 def galaxy(
     arguments: list[str | Path], requirements: Path, env: Mapping[str, str], kind: str
 ) -> None:
-    venv_galaxy = Path(sys.executable).parent / "ansible-galaxy"
-    program = str(venv_galaxy) if venv_galaxy.exists() else "ansible-galaxy"
     try:
-        # Relative sources in the file are relative to the file.
-        run([program, *arguments], cwd=requirements.parent, env=env)
+        # Relative sources in the file are relative to the file; `env`'s PATH finds the program.
+        run(["ansible-galaxy", *arguments], cwd=requirements.parent, env=env)
     except CommandFailed as failure:
         raise ConfigError(f"{requirements}: {failed_requirement(failure, kind)}") from None
 

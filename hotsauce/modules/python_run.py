@@ -20,15 +20,17 @@ from __future__ import annotations
 import json
 import pickle
 import signal
+import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 from hotsauce.config import NOTHING
 from hotsauce.errors import ModuleFailed
-from hotsauce.host import ledger
+from hotsauce.host import cancel, ledger
 from hotsauce.host.proc import child_process
 from hotsauce.modules.resolve import ResolvedModule, python_module_keys
 
@@ -61,13 +63,21 @@ def _run_in_child(module: ResolvedModule, root: Path, cfg: Mapping[str, Any], fo
     sys.stdout.flush()
     sys.stderr.flush()
     with child_process([sys.executable, "-m", CHILD_MODULE, payload]) as process:
-        status = process.wait()
+        status = _wait_cancellable(process)
     if result.is_file():
         outcome = json.loads(result.read_text())
         if not outcome["ok"]:
             raise ModuleFailed(module.name, outcome["error"])
         return
     raise ModuleFailed(module.name, f"its process ended before modify returned ({_describe_status(status)})")
+
+
+def _wait_cancellable(process: subprocess.Popen[bytes]) -> int:
+    """The module's exit status; a cancel of the build stops it (child_process stops the group)."""
+    while True:
+        with suppress(subprocess.TimeoutExpired):
+            return process.wait(timeout=cancel.POLL_SECONDS)
+        cancel.check()  # outside the except: a check while an exception is handled stands down
 
 
 def _describe_status(status: int) -> str:

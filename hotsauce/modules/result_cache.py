@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from hotsauce import __version__
-from hotsauce.bases.debian import store_base, unpack_base
 from hotsauce.config import BuildConfig, ModuleKind
 from hotsauce.events import Emit, Event
 from hotsauce.modules.resolve import ResolvedModule
+from hotsauce.store import snapshots
 from hotsauce.store.cache import Cache
 
 KIND = "modules"
@@ -51,12 +51,16 @@ class ModuleLayers:
         """Unpack the longest cached prefix into `root`; how many runs it covers (0: none)."""
         for index in reversed(range(len(self.keys))):
             with self.cache.locked(KIND, self.entry(index).name) as entry:
-                if entry.is_file():
-                    unpack_base(entry, root)
-                    os.utime(entry)  # recently used entries survive pruning
-                    emit(Event("info", "base", f"module runs 1-{index + 1} of {len(self.keys)} served from the "
-                                               f"cache ({entry.name})", {"cached": True, "runs": index + 1}))
-                    return index + 1
+                if not entry.is_file():
+                    continue
+                if not snapshots.unpack(entry, root):
+                    emit(Event("warning", "base", f"the cached result of module runs 1-{index + 1} "
+                                                  f"({entry.name}) was cut short: thrown away"))
+                    continue
+                os.utime(entry)  # recently used entries survive pruning
+                emit(Event("info", "base", f"module runs 1-{index + 1} of {len(self.keys)} served from the "
+                                           f"cache ({entry.name})", {"cached": True, "runs": index + 1}))
+                return index + 1
         if self.keys:
             emit(Event("info", "base", "module runs not in the cache: none ran before with this base, "
                                        "configuration and first module", {"cached": False}))
@@ -65,8 +69,8 @@ class ModuleLayers:
     def store(self, index: int, root: Path) -> None:
         with self.cache.locked(KIND, self.entry(index).name) as entry:
             if not entry.is_file():
-                store_base(root, entry, {"key": self.keys[index], "run": index})
-        _prune(self.cache)
+                snapshots.store(root, entry, {"key": self.keys[index], "run": index})
+        self.cache.prune(KIND, KEEP_NEWEST)
 
 
 def layers_for(cache: Cache, base_identity: str, config: BuildConfig,
@@ -138,12 +142,3 @@ def _rpms_of(path: Path) -> list[Path]:
 
 def _digest(value: Mapping[str, Any] | list[Any]) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _prune(cache: Cache) -> None:
-    """Keep the most recently used entries; take each one's lock so no build is reading it."""
-    entries = sorted(cache.folder(KIND).glob("after-*.tar.zst"), key=lambda p: p.stat().st_mtime)
-    for old in entries[:-KEEP_NEWEST]:
-        with cache.locked(KIND, old.name) as entry:
-            entry.unlink(missing_ok=True)
-            Cache.key_file(entry).unlink(missing_ok=True)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from hotsauce.host.release import remove
 
 CACHE_ENV = "HOTSAUCE_CACHE"
 
@@ -108,9 +109,17 @@ class Cache:
         freed = 0
         for entry in self.entries():
             freed += entry.size
-            _remove(entry.path)
-            _remove(self.key_file(entry.path))
+            remove(entry.path)
+            remove(self.key_file(entry.path))
         return freed
+
+    def prune(self, kind: str, keep: int) -> None:
+        """Keep the `keep` most recently used entries of `kind` (a reader touches what it uses);
+        each other one is removed under its lock, so no build loses an entry it is reading."""
+        for old in self.entries(kind)[:-keep]:
+            with self.locked(kind, old.path.name) as entry:
+                remove(entry)
+                remove(self.key_file(entry))
 
 
 KEY_SUFFIX = ".key.json"
@@ -140,10 +149,3 @@ def _size_of(path: Path) -> int:
 
 def _mtime(path: Path) -> float:
     return path.lstat().st_mtime
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.is_symlink() or path.exists():
-        path.unlink()

@@ -1,13 +1,14 @@
 """The build log: every event of a build as a line, kept with the module logs.
 
 Each build gets a folder `<cache>/logs/<build id>/` holding `build.log` and
-the Ansible runs' event logs; the newest builds' folders are kept.
+ansible-runner's artifacts of each Ansible run (`ansible-NN-NAME/`, with its
+job_events/ and stdout); the newest builds' folders are kept, and this is the
+only pruning of them.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +27,7 @@ def build_log(cache: Cache, build_id: str, emit: Emit) -> Iterator[tuple[Path, E
     """The build's log folder, and an emitter that writes every event there before passing it on."""
     folder = cache.folder(LOGS) / build_id
     folder.mkdir(mode=0o700)  # module output may carry what a build.yaml holds
-    _prune(folder.parent)
+    cache.prune(LOGS, KEEP_NEWEST)
     started = time.monotonic()
     log_path = folder / "build.log"
     log_path.touch(mode=0o600)
@@ -46,8 +47,3 @@ def _write(log: TextIO, started: float, event: Event) -> None:
     log.write(f"{time.monotonic() - started:8.2f} {event.stage} {event.kind}: {message} {data}".rstrip() + "\n")
     log.flush()
 
-
-def _prune(logs: Path) -> None:
-    folders = sorted((p for p in logs.iterdir() if p.is_dir()), key=lambda p: p.name)
-    for old in folders[:-KEEP_NEWEST]:
-        shutil.rmtree(old, ignore_errors=True)

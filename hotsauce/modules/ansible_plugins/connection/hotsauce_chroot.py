@@ -46,10 +46,14 @@ IMAGE_ENVIRONMENT = {
     "SHELL": "/bin/sh",
     "DEBIAN_FRONTEND": "noninteractive",
     "SYSTEMD_OFFLINE": "1",
-    # Module payloads and the temp files of what modules run land in hotsauce's
-    # folder of the image's /tmp, removed after the run even when it is cut short.
-    "TMPDIR": "/tmp/.hotsauce-ansible",
 }
+
+
+def image_environment() -> dict[str, str]:
+    """Module payloads and the temp files of what modules run land in hotsauce's folder of the
+    image's /tmp (removed after the run even when it is cut short): Ansible's remote temp
+    folder, which hotsauce.modules.ansible_run names and hands over as ANSIBLE_REMOTE_TEMP."""
+    return {**IMAGE_ENVIRONMENT, "TMPDIR": os.environ.get("ANSIBLE_REMOTE_TEMP", "/tmp")}
 
 
 class Connection(ConnectionBase):  # type: ignore[misc]  # ansible ships no type stubs
@@ -74,7 +78,7 @@ class Connection(ConnectionBase):  # type: ignore[misc]  # ansible ships no type
         # No new session: when ansible-runner kills ansible-playbook's process
         # group, these children go with it.
         return subprocess.Popen(
-            ["chroot", self.root, *command], env=IMAGE_ENVIRONMENT, cwd="/", **popen
+            ["chroot", self.root, *command], env=image_environment(), cwd="/", **popen
         )
 
     def exec_command(

@@ -1,0 +1,81 @@
+"""Snapshots of a root as tar.zst cache entries: a Debian base, the root after some module runs.
+
+A snapshot keeps owners by number, permissions, ACLs and extended attributes
+(file capabilities such as ping's live there), and is published only once
+complete. One that was cut short anyway (a copy killed half-way, a disk that
+filled under an older hotsauce) is found when it is read: it is thrown away,
+the root is emptied again, and the caller makes the root afresh.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from hotsauce.errors import CacheFull, CommandFailed
+from hotsauce.host.proc import run
+from hotsauce.host.release import remove
+from hotsauce.store.cache import Cache
+
+_TAR_KEEP = ["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls"]
+# What stays in a root that is emptied again: the filesystem's own folder.
+_KEEP_IN_ROOT = {"lost+found"}
+
+
+def store(root: Path, entry: Path, key: Mapping[str, Any]) -> None:
+    """Archive `root` as the cache entry `entry`, published only once complete."""
+    partial = Cache.temporary_name(entry)
+    try:
+        run(["tar", "--create", "--file", partial, "--use-compress-program=zstd -T0 -3", *_TAR_KEEP,
+             "--sparse", "--exclude=./lost+found", "-C", root, "."])
+        Cache.write_key(entry, key)
+        Cache.publish(partial, entry)
+    except (CommandFailed, OSError) as error:
+        if _is_full(error, entry.parent):
+            raise CacheFull(entry.parent, f"cannot keep {entry.name}") from None
+        raise
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def unpack(entry: Path, root: Path) -> bool:
+    """Unpack `entry` into `root`; False when the entry was cut short (it is removed and
+    `root` emptied again), so the caller makes the root afresh."""
+    try:
+        run(["tar", "--extract", "--file", entry, "--use-compress-program=zstd -T0", *_TAR_KEEP,
+             "--preserve-permissions", "-C", root])
+    except CommandFailed:
+        if is_whole(entry):
+            raise  # the entry is fine: the failure is the root's (a full image, say)
+        discard(entry)
+        empty_root(root)
+        return False
+    return True
+
+
+def is_whole(entry: Path) -> bool:
+    """zstd's own check: every frame complete and its checksum right."""
+    return run(["zstd", "--test", "--quiet", entry], check=False).returncode == 0
+
+
+def discard(entry: Path) -> None:
+    remove(entry)
+    remove(Cache.key_file(entry))
+
+
+def empty_root(root: Path) -> None:
+    for child in root.iterdir():
+        if child.name not in _KEEP_IN_ROOT:
+            remove(child)
+
+
+def _is_full(error: CommandFailed | OSError, folder: Path) -> bool:
+    if isinstance(error, OSError):
+        return error.errno == errno.ENOSPC
+    if os.strerror(errno.ENOSPC) in error.stderr:
+        return True
+    stats = os.statvfs(folder)
+    return stats.f_bavail * stats.f_frsize < (1 << 20)
