@@ -28,7 +28,10 @@ from hotsauce.host import cancel, ledger
 from hotsauce.host.cancel import CancelRequested, cancellable
 from hotsauce.host.signals import interruptible
 from hotsauce.image import archive, disk
+from hotsauce.image.bootloader import make_bootable
 from hotsauce.image.identity import scrub_image, set_identity
+from hotsauce.image.partitions import attached_disk
+from hotsauce.image.whole_disk import DiskSettings, allocate_disk, format_disk, plan_disk, plan_layout
 from hotsauce.modules.ansible_run import run_ansible_modules
 from hotsauce.modules.chroot import build_chroot
 from hotsauce.modules.galaxy import install_requirements
@@ -37,6 +40,7 @@ from hotsauce.modules.resolve import ResolvedModule, module_search, plan_runs, r
 from hotsauce.modules.result_cache import ModuleLayers, file_digest, layers_for
 from hotsauce.output import publish as output
 from hotsauce.output.boot_files import copy_boot_files, find_boot_files, read_os_release
+from hotsauce.output.disk_set import write_disk_set
 from hotsauce.output.imageset import ROOT_LABEL, Manifest, root_image_name
 from hotsauce.rootpath import inside
 from hotsauce.store.cache import Cache, default_cache_dir
@@ -116,6 +120,7 @@ def _start(config: BuildConfig, options: BuildOptions, emit: Emit, cancel_reques
     with stages.bracket(Stage.CONFIG):
         warn_about_leftovers(stages.emit)
         output.check_output_path(options.output, force=options.force)
+        config, options, _ = plan_layout(config, options)
         work = held.enter_context(_work_folder(options))
         plan = make_plan(config, cache, stages.emit, scratch=work)
         staging = held.enter_context(output.staging_folder(options.output))
@@ -178,6 +183,8 @@ def _root_source(ctx: BuildContext) -> DebianBase | FetchedBase:
 
 def _build_into(ctx: BuildContext, source: DebianBase | FetchedBase) -> Manifest:
     """The image allocated, filled by the base and the modules, and converted into the staging folder."""
+    if (disk_settings := plan_disk(ctx.config, ctx.options)) is not None:
+        return _build_disk_into(ctx, source, disk_settings)
     with ExitStack() as image:
         with ctx.stage(Stage.DISK):
             disk.allocate(ctx.paths.image, ctx.options.size)
@@ -187,11 +194,7 @@ def _build_into(ctx: BuildContext, source: DebianBase | FetchedBase) -> Manifest
             disk.make_filesystem(device, ctx.options.fs_type)
         with ctx.stage(Stage.MOUNT):
             root = image.enter_context(disk.root_filesystem_mounted(device, ctx.paths.root))
-        runs = plan_runs(ctx.plan.modules)
-        with ctx.stage(Stage.BASE):
-            layers, done = _fill_root(ctx, root, source, runs)
-        with ctx.stage(Stage.MODULES):
-            run_modules(ctx, runs[done:], root, after_run=_storing(layers, done, root))
+        _base_and_modules(ctx, root, source)
         with ctx.stage(Stage.FINISH):
             os_release = _finish_root(ctx, root)
             disk.trim(root)
@@ -206,6 +209,38 @@ def _build_into(ctx: BuildContext, source: DebianBase | FetchedBase) -> Manifest
         output.write_libvirt_xml(ctx.paths.staging, manifest)
         output.write_checksums(ctx.paths.staging, manifest)
     return manifest
+
+
+def _build_disk_into(ctx: BuildContext, source: DebianBase | FetchedBase, settings: DiskSettings) -> Manifest:
+    """The whole-disk layout (hotsauce.image.whole_disk): the same stages on a GPT disk, made
+    bootable by the image's own GRUB before the root is finished."""
+    fs_type = ctx.options.fs_type
+    with ExitStack() as image:
+        with ctx.stage(Stage.DISK):
+            allocate_disk(ctx.paths.image, ctx.options.size)
+            devices = image.enter_context(attached_disk(ctx.paths.image))
+        with ctx.stage(Stage.FORMAT):
+            format_disk(devices, fs_type)
+        with ctx.stage(Stage.MOUNT):
+            root = image.enter_context(disk.root_filesystem_mounted(devices.root, ctx.paths.root))
+        _base_and_modules(ctx, root, source)
+        with ctx.stage(Stage.FINISH):
+            facts = make_bootable(root, devices, settings.boot, fs_type)
+            scrub_image(root)
+            os_release = read_os_release(root)
+            disk.trim(root)
+            with cancel.shielded():
+                image.close()
+    with ctx.stage(Stage.CONVERT):
+        return write_disk_set(ctx.paths.image, ctx.paths.staging, settings, facts, _manifest(ctx, "", os_release))
+
+
+def _base_and_modules(ctx: BuildContext, root: Path, source: DebianBase | FetchedBase) -> None:
+    runs = plan_runs(ctx.plan.modules)
+    with ctx.stage(Stage.BASE):
+        layers, done = _fill_root(ctx, root, source, runs)
+    with ctx.stage(Stage.MODULES):
+        run_modules(ctx, runs[done:], root, after_run=_storing(layers, done, root))
 
 
 def _fill_root(ctx: BuildContext, root: Path, source: DebianBase | FetchedBase,

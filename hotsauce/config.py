@@ -25,6 +25,8 @@ from typing import Any
 import yaml
 
 from hotsauce.errors import ConfigError
+from hotsauce.image.layout import BootMode, Layout
+from hotsauce.output.formats import DiskFormat, Qcow2Compression
 
 DEFAULT_CONFIG_NAME = "build.yaml"
 SCHEMA_FILE_NAME = "build.schema.json"
@@ -427,6 +429,10 @@ MODULE = Section("a mapping", keys=(
     Key("vars", FreeMapping(), "variables for this module only", default={}),
 ), exactly_one_of=("role", "playbook", "python"))
 
+_FORMAT_NAMES = "|".join(member.value for member in DiskFormat)
+_FORMATS_PATTERN = f"^({_FORMAT_NAMES})(,({_FORMAT_NAMES}))*$"
+_FORMATS_EXPECTED = "formats of " + ", ".join(member.value for member in DiskFormat) + ", comma-separated"
+
 BUILD_YAML = Section("a mapping of keys at the top level", nullable=True, open=True, not_together=("base", "download"),
                      keys=(
     Key("base", Section("a mapping", exactly_one_of=("debian", "download"), keys=(
@@ -453,6 +459,17 @@ BUILD_YAML = Section("a mapping of keys at the top level", nullable=True, open=T
     Key("rpms", STRINGS, "install_rpms: rpm files, or folders of them", default=[], example=["rpms/"]),
     Key("packages", STRINGS, "install_packages: packages for the image's package manager", default=[],
         example=["curl"]),
+    Key("layout", Choice.of(Layout), "ec2: a root image, kernel and ramdisk; disk: one GPT disk that BIOS and "
+        "UEFI firmware boot through GRUB (--layout)", default=Layout.EC2.value),
+    Key("boot", Choice.of(BootMode), "layout disk: the firmware that boots the disk (--boot)",
+        default=BootMode.HYBRID.value),
+    Key("format", Either(f"{_FORMATS_EXPECTED} or a list of them", choices=(
+        Text(_FORMATS_EXPECTED, pattern=_FORMATS_PATTERN),
+        ListOf(f"a list of {_FORMATS_EXPECTED}", item=Choice.of(DiskFormat)))),
+        "the image's formats (--format): qcow2 or raw; a disk also vmdk, vhdx, vhd, one file each",
+        default=DiskFormat.QCOW2.value, example=["qcow2", "vmdk"]),
+    Key("qcow2_compression", Choice.of(Qcow2Compression), "layout disk: how the qcow2 file is compressed "
+        "(--qcow2-compression)", default=Qcow2Compression.NONE.value),
 ))
 
 
@@ -569,6 +586,11 @@ class BuildOptions:
     cache_dir: Path | None = None
     work_dir: Path | None = None
     boot_checks: tuple[str, ...] | None = None  # None: no boot; () boots and only waits for the target
+    # The whole-disk flags; None: build.yaml's key, else the default (see hotsauce.image.whole_disk).
+    layout: Layout | None = None
+    boot: BootMode | None = None
+    formats: tuple[DiskFormat, ...] | None = None
+    qcow2_compression: Qcow2Compression | None = None
 
 
 # --- loading --------------------------------------------------------------------

@@ -78,6 +78,10 @@ class QemuMissing(HotsauceError):
     """QEMU is not installed on this host."""
 
 
+class FirmwareMissing(HotsauceError):
+    """OVMF (UEFI firmware for QEMU) is not installed on this host."""
+
+
 class KvmUnusable(HotsauceError):
     """KVM was asked for but cannot run a guest here."""
 

@@ -9,6 +9,8 @@ packages=(
   mmdebstrap            # Debian bases
   qemu-utils            # qemu-img: convert and check images
   qemu-system-x86       # hotsauce boot
+  ovmf                  # hotsauce boot --firmware uefi: UEFI firmware for whole disks
+  mtools dosfstools     # --layout disk: the EFI system partition, made and filled without mounting it
   libvirt-daemon-system libvirt-clients  # the libvirt tests: their own libvirtd, virsh
   libxml2-utils         # virt-xml-validate checks libvirt.xml against libvirt's schema
   fdisk                 # sfdisk: the partition table

@@ -1,4 +1,4 @@
-"""Shared fixtures: one Debian root per test run, and a leak check after every test."""
+"""Shared fixtures: one Debian root and one Glance per test run, and a leak check after every test."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -15,7 +16,12 @@ from hotsauce.bases.debian import provide_debian_base
 from hotsauce.config import DebianBase
 from hotsauce.events import Event
 from hotsauce.store.cache import CACHE_ENV, Cache
+from tests.glance_images import CLOUD
+from tests.glance_server import GlanceServer, running_glance
 from tests.leaks import held_resources
+
+if TYPE_CHECKING:  # openstacksdk is the optional [upload] dependency: imported where it is used
+    from openstack.connection import Connection
 
 pytest_plugins = ["tests.faults.plugin"]
 
@@ -86,3 +92,33 @@ def nothing_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
     yield
     leaked = held_resources(ours) - before
     assert not leaked, f"the test left these attached or mounted: {sorted(leaked)}"
+
+
+# --- the suite's Glance: one per session, for every upload test ----------------------------------
+
+
+@pytest.fixture(scope="session")
+def glance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GlanceServer]:
+    with running_glance(tmp_path_factory.mktemp("glance")) as server:
+        yield server
+
+
+@pytest.fixture
+def cloud(glance: GlanceServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The cloud name a user would pass, set up in a clouds.yaml of this test's own."""
+    if not glance.answers():
+        glance.start()  # a test that stopped Glance may have failed before restarting it
+    for variable in [v for v in os.environ if v.startswith("OS_")]:
+        monkeypatch.delenv(variable)
+    clouds_yaml = tmp_path / "clouds.yaml"
+    clouds_yaml.write_text(glance.clouds_yaml(CLOUD))
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(clouds_yaml))
+    return CLOUD
+
+
+@pytest.fixture
+def glance_api(cloud: str) -> Connection:
+    """An openstacksdk connection for the test's own look at what Glance holds."""
+    import openstack
+
+    return openstack.connect(cloud=cloud)

@@ -147,14 +147,14 @@ def test_the_default_build_yaml_is_what_the_table_says_init_writes() -> None:
 
 def test_a_key_added_to_the_table_is_validated_defaulted_and_documented(monkeypatch: pytest.MonkeyPatch,
                                                                          tmp_path: Path) -> None:
-    added = Key("layout", Choice.of(FsType), "an example of a new key", default="ext4")
+    added = Key("flavor", Choice.of(FsType), "an example of a new key", default="ext4")
     monkeypatch.setattr(config_module, "BUILD_YAML", dataclasses.replace(BUILD_YAML, keys=(*BUILD_YAML.keys, added)))
-    assert load_config(write(tmp_path, "modules: []\n")).value("layout") == "ext4"
-    with pytest.raises(ConfigError, match="layout: expected one of ext4, xfs, btrfs"):
-        load_config(write(tmp_path, "layout: zfs\n"))
-    assert "| `layout` |" in keys_table_markdown()
-    assert "layout" in json_schema()["properties"]
-    assert "# layout: ext4" in default_config_text()
+    assert load_config(write(tmp_path, "modules: []\n")).value("flavor") == "ext4"
+    with pytest.raises(ConfigError, match="flavor: expected one of ext4, xfs, btrfs"):
+        load_config(write(tmp_path, "flavor: zfs\n"))
+    assert "| `flavor` |" in keys_table_markdown()
+    assert "flavor" in json_schema()["properties"]
+    assert "# flavor: ext4" in default_config_text()
 
 
 def test_hotsauce_build_refuses_an_unsupported_architecture_before_allocating(tmp_path: Path) -> None:

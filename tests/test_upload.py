@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import shutil
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,42 +16,13 @@ from hotsauce.commands import upload as upload_command
 from hotsauce.errors import ChecksumMismatch, ConfigError, NameTaken, UploadFailed
 from hotsauce.events import Event
 from hotsauce.output.imageset import Manifest
-from tests.glance_server import GlanceServer, running_glance
+from tests.glance_images import downloaded, stored, unique_name
+from tests.glance_server import GlanceServer
 from tests.image_set_sample import make_image_set, pack_image_set
 from tests.images import run_hotsauce
 
 if TYPE_CHECKING:  # openstacksdk is the optional [upload] dependency: imported where it is used
     from openstack.connection import Connection
-
-CLOUD = "hotsauce-test-glance"
-
-
-@pytest.fixture(scope="session")
-def glance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GlanceServer]:
-    with running_glance(tmp_path_factory.mktemp("glance")) as server:
-        yield server
-
-
-@pytest.fixture
-def cloud(glance: GlanceServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The cloud name a user would pass, set up in a clouds.yaml of this test's own."""
-    if not glance.answers():
-        glance.start()  # a test that stopped Glance may have failed before restarting it
-    for variable in [v for v in os.environ if v.startswith("OS_")]:
-        monkeypatch.delenv(variable)
-    clouds_yaml = tmp_path / "clouds.yaml"
-    clouds_yaml.write_text(glance.clouds_yaml(CLOUD))
-    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(clouds_yaml))
-    return CLOUD
-
-
-@pytest.fixture
-def glance_api(cloud: str) -> Connection:
-    """An openstacksdk connection for the test's own look at what Glance holds."""
-    import openstack
-
-    return openstack.connect(cloud=cloud)
-
 
 @pytest.fixture(scope="session")
 def sample_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -69,31 +37,12 @@ def own_set(sample_set: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(sample_set, tmp_path / "set"))
 
 
-def unique_name() -> str:
-    return f"hotsauce-test-{uuid.uuid4().hex[:8]}"
-
-
 def image_ids(api: Connection) -> set[str]:
     return {image.id for image in api.image.images()}
 
 
 def images_of_set(api: Connection, name: str) -> list[Any]:
     return [image for n in set_image_names(name) for image in api.image.images(name=n)]
-
-
-def stored(api: Connection, image_id: str | None) -> dict[str, Any]:
-    """The image as Glance answers for it, properties at the top level as in its API."""
-    response = api.image.get(f"/images/{image_id}")
-    response.raise_for_status()
-    image: dict[str, Any] = response.json()
-    return image
-
-
-def downloaded(api: Connection, image_id: str) -> bytes:
-    response = api.image.get(f"/images/{image_id}/file")
-    response.raise_for_status()
-    content: bytes = response.content
-    return content
 
 
 @pytest.mark.parametrize("packed", [False, True], ids=["folder", "tar.gz"])

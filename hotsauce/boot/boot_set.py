@@ -20,6 +20,7 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
+from hotsauce.boot.firmware import Firmware, FirmwareMachine, choose_firmware, firmware_machine
 from hotsauce.boot.probe import (
     PROBE_SERIAL,
     ProbeReport,
@@ -105,8 +106,13 @@ def boot_image_set(
     log_dir: Path | None = None,
     emit: Emit = ignore,
     accel: Accel = Accel.TCG,
+    firmware: Firmware | None = None,
+    disk_size: int | None = None,
 ) -> BootResult:
     """Boot the set at `set_path` (a folder or tar.gz that build wrote) and run `checks` inside.
+
+    A whole-disk set boots through `firmware` (default: the first its manifest names), from a
+    scratch copy of `disk_size` bytes (default: the disk's own size); see hotsauce.boot.firmware.
 
     `timeout` bounds the whole boot, checks included (default
     DEFAULT_TIMEOUT_SECONDS). The serial console goes to `log_dir` (default: a
@@ -119,6 +125,17 @@ def boot_image_set(
         raise ConfigError(f"checks {checks!r}: expected a list of commands, not one string")
     with stage(emit, "boot"), opened_set(Path(set_path)) as folder:
         manifest = verify_set(folder)
+        if manifest.layout == "disk":
+            chosen = choose_firmware(manifest, firmware, folder)
+            serial_log = _serial_log_path(log_dir)
+            with TemporaryDirectory(prefix="hotsauce-boot-") as temp:
+                guest = firmware_machine(folder, manifest, chosen, list(checks), Path(temp), serial_log,
+                                         BOOT_CMDLINE, disk_size)
+                emit(Event("info", "boot", f"booting {set_path} through {chosen.value} firmware "
+                           f"({guest.accel.value}); serial log: {serial_log}"))
+                return _run_guest(guest, list(checks), limit, emit)
+        if firmware is not None or disk_size is not None:
+            raise ConfigError(f"{folder}: --firmware and --disk-size are for whole-disk sets (layout: disk)")
         kernel, ramdisk = _kernel_and_ramdisk(folder, manifest)
         serial_log = _serial_log_path(log_dir)
         with TemporaryDirectory(prefix="hotsauce-boot-") as temp:
@@ -157,6 +174,8 @@ def console_command(set_path: Path, *, accel: Accel = Accel.TCG) -> int:
     """
     with opened_set(Path(set_path)) as folder:
         manifest = verify_set(folder)
+        if manifest.layout == "disk":
+            raise ConfigError(f"{folder}: --console boots EC2-style sets; boot a whole disk with --check instead")
         kernel, ramdisk = _kernel_and_ramdisk(folder, manifest)
         machine = Machine(
             kernel=kernel,
@@ -188,7 +207,7 @@ def _kernel_and_ramdisk(folder: Path, manifest: Manifest) -> tuple[Path, Path | 
     return folder / manifest.kernel, ramdisk
 
 
-def _run_guest(machine: Machine, checks: list[str], limit: float, emit: Emit) -> BootResult:
+def _run_guest(machine: Machine | FirmwareMachine, checks: list[str], limit: float, emit: Emit) -> BootResult:
     serial_log, report_file = machine.serial_files
     started = time.monotonic()
     with child_process(machine.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as qemu:

@@ -92,7 +92,7 @@ def write_probe_disk(path: Path, checks: Sequence[str]) -> Path:
     return path
 
 
-def probe_cmdline() -> str:
+def probe_cmdline(run_command: str | None = None) -> str:
     """Kernel command-line arguments that make systemd run the probe disk's script.
 
     systemd splits the value with shell-like quoting: the double quotes hold
@@ -100,10 +100,12 @@ def probe_cmdline() -> str:
     The script waits for udev to create the disk's by-id link first.
     """
     loader = f"udevadm wait --timeout=120 {PROBE_DEVICE}; exec /bin/sh {PROBE_DEVICE}"
+    # A firmware boot names a loader inside the guest instead: GRUB re-quotes what it passes on.
+    run = run_command or f'"/bin/sh -c {shlex.quote(loader)}"'
     return " ".join(
         [
             "systemd.unit=kernel-command-line.target",  # also when /etc sets default.target
-            f'systemd.run="/bin/sh -c {shlex.quote(loader)}"',
+            f"systemd.run={run}",
             "systemd.run_success_action=poweroff",
             "systemd.run_failure_action=poweroff",
         ]

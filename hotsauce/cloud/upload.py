@@ -33,10 +33,13 @@ from hotsauce.errors import ConfigError, HotsauceError, Interrupted, NameTaken, 
 from hotsauce.events import Emit, Event, ignore, stage
 from hotsauce.output.imageset import CHECKSUM_SUFFIX, Manifest, opened_set, verify_set
 
-DISK_FORMATS = ("ami", "qcow2", "raw")
+DISK_FORMATS = ("ami", "qcow2", "raw", "vmdk", "vhdx", "vhd")
+FIRMWARE_TYPES = ("bios", "uefi")
+# OpenStack's machine type per firmware: UEFI guests boot on q35 (OVMF's Secure Boot needs it).
+MACHINE_TYPES = {"bios": "pc", "uefi": "q35"}
 VISIBILITIES = ("public", "private", "shared", "community")
 # Properties hotsauce sets itself; a --property may not overwrite them.
-LINK_PROPERTIES = frozenset({"kernel_id", "ramdisk_id", "hotsauce_build"})
+LINK_PROPERTIES = frozenset({"kernel_id", "ramdisk_id", "hotsauce_build", "hw_firmware_type", "hw_machine_type"})
 STAGE = "upload"
 
 
@@ -78,14 +81,20 @@ def upload_image_set(
     tags: Sequence[str] = (),
     replace: bool = False,
     emit: Emit = ignore,
+    firmware: str | None = None,
 ) -> UploadResult:
-    """Upload the set at `set_path` (folder or tar.gz) as Glance images named after `name`."""
+    """Upload the set at `set_path` (folder or tar.gz) as Glance images named after `name`.
+
+    A whole-disk set goes up as one bare image of its file in `disk_format` (default: its first
+    file), booted through `firmware` (default: UEFI when the disk boots only so, else BIOS)."""
     check_request(name, disk_format, properties, visibility)
+    if firmware is not None and firmware not in FIRMWARE_TYPES:
+        raise ConfigError(f"--firmware: unsupported {firmware!r}; choose one of " + ", ".join(FIRMWARE_TYPES))
     with opened_set(set_path) as folder:
         with stage(emit, "verify"):
             manifest = verify_set(folder)
         pieces = pieces_of(folder, manifest, name, disk_format)
-        common = {**image_properties(manifest), **properties}
+        common = {**image_properties(manifest), **disk_properties(manifest, firmware, folder), **properties}
         conn = connect(cloud)
         with stage(emit, STAGE):
             previous = images_named(conn, set_image_names(name))
@@ -124,6 +133,10 @@ def check_request(
 def pieces_of(folder: Path, manifest: Manifest, name: str, disk_format: str) -> list[Piece]:
     """What to upload, in order: kernel and ramdisk first, so the root image can name them."""
     root_name, kernel_name, ramdisk_name = set_image_names(name)
+    if manifest.layout == "disk":
+        return [_disk_piece(folder, manifest, root_name, disk_format)]
+    if disk_format in WHOLE_DISK_ONLY:
+        raise ConfigError(f"--disk-format {disk_format}: only a whole-disk set (layout: disk) has such a file")
     if disk_format != "ami" and manifest.image_format != disk_format:
         # Glance inspects content: a qcow2 declared raw (or the reverse) would be refused.
         raise ConfigError(
@@ -138,6 +151,36 @@ def pieces_of(folder: Path, manifest: Manifest, name: str, disk_format: str) -> 
     container = "ami" if disk_format == "ami" else "bare"
     pieces.append(_piece(folder, manifest.root, "root", root_name, disk_format, container))
     return pieces
+
+
+WHOLE_DISK_ONLY = ("vmdk", "vhdx", "vhd")
+
+
+def _disk_piece(folder: Path, manifest: Manifest, image_name: str, disk_format: str) -> Piece:
+    """The whole disk's file in `disk_format` (`ami`, the default, means the set's first file)."""
+    wanted = manifest.image_format if disk_format == "ami" else disk_format
+    for entry in manifest.disk_files:
+        if entry["format"] == wanted:
+            return _piece(folder, str(entry["name"]), "root", image_name, wanted, "bare")
+    have = ", ".join(str(entry["format"]) for entry in manifest.disk_files)
+    raise ConfigError(f"--disk-format {disk_format}: the set has no {disk_format} file (it has {have})")
+
+
+def disk_properties(manifest: Manifest, firmware: str | None, folder: Path) -> dict[str, str]:
+    """How a cloud boots a whole disk: firmware, machine type, OS type, architecture."""
+    if manifest.layout != "disk":
+        if firmware is not None:
+            raise ConfigError(f"--firmware: {folder} is not a whole-disk set (layout: disk)")
+        return {}
+    modes = list(manifest.boot_modes)
+    if firmware is None:
+        firmware = "uefi" if modes == ["uefi"] else "bios"
+    if firmware not in modes:
+        raise ConfigError(f"--firmware {firmware}: {folder} boots only with {', '.join(modes)}")
+    found = {"hw_firmware_type": firmware, "hw_machine_type": MACHINE_TYPES[firmware], "os_type": "linux"}
+    if manifest.architecture:
+        found["architecture"] = manifest.architecture
+    return found
 
 
 def _piece(

@@ -14,10 +14,12 @@ from hotsauce.boot.boot_set import (
     boot_image_set,
     console_command,
 )
+from hotsauce.boot.firmware import parse_firmware
 from hotsauce.boot.qemu import Accel, parse_accel
 from hotsauce.errors import BootFailed
 from hotsauce.events import Event
 from hotsauce.host.signals import interruptible
+from hotsauce.host.sizes import parse_size
 
 
 def add_command(subparsers: Any) -> None:
@@ -51,6 +53,14 @@ def add_command(subparsers: Any) -> None:
         help="tcg (default): software emulation; kvm: KVM, after a quick probe that it "
         "really runs the kernel; auto: KVM when that probe passes, tcg otherwise",
     )  # fmt: skip
+    parser.add_argument(
+        "--firmware", type=parse_firmware, default=None, metavar="bios|uefi",
+        help="a whole-disk set: boot through SeaBIOS (bios) or OVMF (uefi); default: the first it supports",
+    )  # fmt: skip
+    parser.add_argument(
+        "--disk-size", type=parse_size, default=None, metavar="SIZE",
+        help="a whole-disk set: give the guest a disk of SIZE (larger than the image, as a cloud volume)",
+    )  # fmt: skip
     parser.set_defaults(run=run)
 
 
@@ -65,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
             log_dir=args.log_dir,
             emit=_progress_on_stderr,
             accel=args.accel,
+            firmware=args.firmware,
+            disk_size=args.disk_size,
         )
     if args.json:
         print(json.dumps(result.to_json(), indent=2))

@@ -15,6 +15,8 @@ from hotsauce.errors import ConfigError
 from hotsauce.host.signals import interruptible
 from hotsauce.host.sizes import parse_size
 from hotsauce.image.disk import check_size
+from hotsauce.image.layout import parse_boot_mode, parse_layout
+from hotsauce.output.formats import parse_compression, parse_formats
 
 
 def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,8 +36,15 @@ def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
                         help="root filesystem: " + ", ".join(f.value for f in FsType) + " (default: ext4)")
     parser.add_argument("--strip", action=argparse.BooleanOptionalAction, default=True,
                         help="cut the partition table off the root image (default); --no-strip keeps the whole disk")
-    parser.add_argument("--format", dest="image_format", default=ImageFormat.QCOW2.value,
-                        help="root image format: qcow2 (default) or raw")
+    parser.add_argument("--format", dest="image_format", default=None,
+                        help="image format: qcow2 (default) or raw; with --layout disk one or more, "
+                        "comma-separated, of qcow2, raw, vmdk (stream-optimized), vhdx, vhd (fixed)")
+    parser.add_argument("--layout", default=None,
+                        help="ec2 (default): root image, kernel and ramdisk; disk: one GPT disk that BIOS and "
+                        "UEFI firmware boot through GRUB")
+    parser.add_argument("--boot", default=None, help="with --layout disk: bios, uefi or hybrid (default)")
+    parser.add_argument("--qcow2-compression", default=None,
+                        help="with --layout disk: compress the qcow2 file: none (default), zlib, zstd")
     parser.add_argument("--force", action="store_true", help="replace an existing -o")
     parser.add_argument("--no-cache", dest="use_cache", action="store_false", help="build without the cache")
     parser.add_argument("--cache-dir", type=Path, default=None,
@@ -59,10 +68,9 @@ def options_from(args: argparse.Namespace) -> BuildOptions:
     except ValueError:
         raise ConfigError(f"--fs-type: unsupported {args.fs_type!r}; choose one of "
                           + ", ".join(f.value for f in FsType)) from None
-    try:
-        image_format = ImageFormat(args.image_format)
-    except ValueError:
-        raise ConfigError(f"--format: unsupported {args.image_format!r}; choose qcow2 or raw") from None
+    formats = parse_formats(args.image_format, "--format") if args.image_format is not None else None
+    ec2_formats = {f.value for f in ImageFormat}
+    image_format = ImageFormat(formats[0].value) if formats and formats[0].value in ec2_formats else None
     size = parse_size(args.size)
     check_size(size)
     return BuildOptions(
@@ -71,7 +79,12 @@ def options_from(args: argparse.Namespace) -> BuildOptions:
         compress=args.compress,
         fs_type=fs_type,
         strip=args.strip,
-        image_format=image_format,
+        image_format=image_format or ImageFormat.QCOW2,
+        formats=formats,
+        layout=parse_layout(args.layout, "--layout") if args.layout is not None else None,
+        boot=parse_boot_mode(args.boot, "--boot") if args.boot is not None else None,
+        qcow2_compression=(parse_compression(args.qcow2_compression, "--qcow2-compression")
+                           if args.qcow2_compression is not None else None),
         force=args.force,
         use_cache=args.use_cache,
         cache_dir=args.cache_dir,

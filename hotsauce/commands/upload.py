@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from hotsauce.cloud.upload import DISK_FORMATS, VISIBILITIES, upload_image_set
+from hotsauce.cloud.upload import DISK_FORMATS, FIRMWARE_TYPES, VISIBILITIES, upload_image_set
 from hotsauce.commands.progress import ProgressBar
 from hotsauce.errors import ConfigError
 from hotsauce.events import Event
@@ -50,7 +50,14 @@ def add_upload_arguments(parser: argparse.ArgumentParser, *, name_required: bool
         "--disk-format",
         default="ami",
         choices=DISK_FORMATS,
-        help="ami (default, EC2 style) or qcow2/raw for a bare disk image",
+        help="ami (default, EC2 style) or qcow2/raw for a bare disk image; a whole-disk set: one of "
+        "its files' formats (default: its first file)",
+    )
+    parser.add_argument(
+        "--firmware",
+        default=None,
+        choices=FIRMWARE_TYPES,
+        help="a whole-disk set: hw_firmware_type (default: uefi for a UEFI-only disk, else bios)",
     )
     parser.add_argument(
         "--property",
@@ -120,6 +127,7 @@ def upload_arguments(args: argparse.Namespace) -> dict[str, Any]:
         "visibility": args.visibility,
         "tags": args.tags,
         "replace": args.replace,
+        "firmware": args.firmware,
     }
 
 

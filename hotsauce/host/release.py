@@ -135,6 +135,8 @@ def _release_loop(holding: Holding) -> list[str]:
     device = Path(holding.value)
     if holding.backing is not None and loop_backing(device) != holding.backing:
         return []  # detached already (by the kernel once its mount went), maybe reused since
+    # A whole disk's partitions (partx --add) outlive the detach otherwise, and the next user of the device sees them.
+    proc.run(["partx", "--delete", device], check=False)
     try:
         proc.run(["losetup", "--detach", device])
     except CommandFailed:

@@ -56,9 +56,16 @@ class Manifest:
     hostname: str | None = None  # the image's /etc/hostname
     layout: str = EC2_LAYOUT  # ec2 | disk
     boot_modes: tuple[str, ...] = ()  # for the disk layout: bios, uefi (one or both)
+    # A whole disk also says what a cloud needs to register it.
+    architecture: str | None = None  # x86_64, as clouds name it
+    root_device: str | None = None  # the device name clouds attach the disk as (/dev/xvda, /dev/vda)
+    root_found_by: str | None = None  # UUID: how fstab and the kernel command line find the root
+    drivers: dict[str, bool] | None = None  # ena, nvme, ...: present in the image's kernel
+    disk_files: tuple[dict[str, object], ...] = ()  # each file: name, format, subformat, virtual_size
 
     def files(self) -> list[str]:
-        names = [self.root, *(n for n in (self.kernel, self.ramdisk) if n), LIBVIRT_NAME, MANIFEST_NAME]
+        disks = [str(entry["name"]) for entry in self.disk_files if entry["name"] != self.root]
+        names = [self.root, *disks, *(n for n in (self.kernel, self.ramdisk) if n), LIBVIRT_NAME, MANIFEST_NAME]
         return names
 
     def write(self, folder: Path) -> Path:
@@ -71,8 +78,10 @@ class Manifest:
         path = folder / MANIFEST_NAME
         try:
             data = json.loads(path.read_text())
-            if isinstance(data, dict) and isinstance(data.get("boot_modes"), list):
-                data["boot_modes"] = tuple(data["boot_modes"])  # JSON has no tuples
+            if isinstance(data, dict):
+                for name in ("boot_modes", "disk_files"):
+                    if isinstance(data.get(name), list):
+                        data[name] = tuple(data[name])  # JSON has no tuples
             return cls(**data)
         except FileNotFoundError:
             raise ConfigError(f"{folder}: not an image set (no {MANIFEST_NAME})") from None
