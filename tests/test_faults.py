@@ -96,7 +96,8 @@ def test_a_fault_at_any_stage_exits_non_zero_with_one_line_and_leaves_nothing(
         assert reason.startswith(f"hotsauce: {point.stage}: "), reason
         assert f"!!! {point.stage} failed after" in result.stderr  # the stage's own bracket saw it fail
         if point.tool is None:
-            assert reason.endswith("module 'boom' failed: RuntimeError: injected failure in a module (boom.py:2)")
+            assert reason.endswith("module 'boom' failed: RuntimeError: injected failure in a module "
+                                   "(at boom.py:2: raise RuntimeError(\"injected failure in a module\"))")
         assert result.returncode == 1
     else:
         assert reason == f"hotsauce: {point.stage}: interrupted by {sig.name}; everything held was released"
