@@ -2,8 +2,9 @@
 and the disk itself from allocation to a mounted root.
 
 The settings come from the flags first, then build.yaml (`layout`, `boot`,
-`format`, `qcow2_compression`), then the defaults: the EC2-style set, and
-for a disk a hybrid boot and a qcow2 file.
+`format`, `qcow2_compression`), then the defaults their declarations in
+hotsauce.config give: the EC2-style set, and for a disk a hybrid boot and a
+qcow2 file.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class DiskSettings:
 def layout_of(config: BuildConfig, options: BuildOptions) -> Layout:
     if options.layout is not None:
         return options.layout
-    return parse_layout(config.data.get("layout", Layout.EC2.value), f"{config.name}: layout")
+    return parse_layout(config.value("layout"), f"{config.name}: layout")
 
 
 def plan_disk(config: BuildConfig, options: BuildOptions) -> DiskSettings | None:
@@ -61,7 +62,7 @@ def plan_disk(config: BuildConfig, options: BuildOptions) -> DiskSettings | None
         if compression is not Qcow2Compression.NONE:
             raise ConfigError("--qcow2-compression: only for a whole disk (layout: disk)")
         return None
-    boot = options.boot or parse_boot_mode(config.data.get("boot", BootMode.HYBRID.value), f"{config.name}: boot")
+    boot = options.boot or parse_boot_mode(config.value("boot"), f"{config.name}: boot")
     if not config.kernel:
         raise ConfigError(f"{config.name}: kernel: a whole disk (layout: disk) boots the image's own kernel; "
                           "remove 'kernel: false' or use layout: ec2")
@@ -73,7 +74,7 @@ def plan_disk(config: BuildConfig, options: BuildOptions) -> DiskSettings | None
 def _formats(config: BuildConfig, options: BuildOptions) -> tuple[DiskFormat, ...]:
     if options.formats is not None:
         return options.formats
-    value = config.data.get("format", DiskFormat.QCOW2.value)
+    value = config.value("format")
     if isinstance(value, list):
         value = ",".join(str(item) for item in value)
     return parse_formats(str(value), f"{config.name}: format")
@@ -82,7 +83,7 @@ def _formats(config: BuildConfig, options: BuildOptions) -> tuple[DiskFormat, ..
 def _compression(config: BuildConfig, options: BuildOptions) -> Qcow2Compression:
     if options.qcow2_compression is not None:
         return options.qcow2_compression
-    value = config.data.get("qcow2_compression", Qcow2Compression.NONE.value)
+    value = config.value("qcow2_compression")
     return parse_compression(str(value), f"{config.name}: qcow2_compression")
 
 
