@@ -71,10 +71,10 @@ def attached(image: Path, partition: Partition) -> Iterator[Path]:
         try:
             yield device
         finally:
-            _detach(device)
+            detach_loop(device)
 
 
-def _detach(device: Path) -> None:
+def detach_loop(device: Path) -> None:
     _run_until_released(["losetup", "--detach", device])
 
 

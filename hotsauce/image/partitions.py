@@ -17,11 +17,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from hotsauce.errors import ConfigError
+from hotsauce.errors import ConfigError, StageFailed
 from hotsauce.host import ledger, proc
 from hotsauce.host.sizes import human_size
-from hotsauce.image.disk import Partition
-from hotsauce.image.disk import _detach as detach_loop
+from hotsauce.image.disk import Partition, detach_loop
 
 MIB = 1 << 20
 SECTOR = 512
@@ -119,4 +118,6 @@ def _wait_for(*devices: Path) -> None:
         if all(device.exists() for device in devices):
             return
         time.sleep(0.1)
+    missing = ", ".join(str(device) for device in devices if not device.exists())
+    raise StageFailed("disk", f"partx added the partitions, but {missing} did not appear within 5 s")
 
