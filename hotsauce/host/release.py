@@ -159,10 +159,7 @@ def _release_path(holding: Holding) -> list[str]:
     done = unmount_below(path) + detach_loops_below(path)
     if mount_points_below(path):
         raise HotsauceError(f"{path} still has mounts below it; not removed")
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink()
+    remove(path)
     return [*done, holding.describe()]
 
 

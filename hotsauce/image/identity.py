@@ -12,10 +12,10 @@ never makes hotsauce write or delete a file of the build host.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from hotsauce import rootpath
+from hotsauce.host.release import remove
 
 HOST_RESOLV_CONF = Path("/etc/resolv.conf")
 # Where packages put systemd units; merged-/usr images have both as one.
@@ -203,7 +203,4 @@ def _empty_folder(root: Path, path: str, keep: tuple[str, ...] = ()) -> None:
     for entry in folder.iterdir():
         if entry.name in keep:
             continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
+        remove(entry)

@@ -16,6 +16,7 @@ from hotsauce.config import ImageFormat
 from hotsauce.errors import ConfigError
 from hotsauce.events import Emit, ignore
 from hotsauce.host import ledger, proc
+from hotsauce.host.release import remove
 from hotsauce.image import archive
 from hotsauce.image.disk import Partition
 from hotsauce.output.imageset import Manifest, write_checksum
@@ -93,9 +94,6 @@ def publish(staging: Path, output: Path, *, compress: bool, force: bool, emit: E
 
 
 def _replace(source: Path, output: Path, force: bool) -> None:
-    if output.exists() and force:
-        if output.is_dir() and not output.is_symlink():
-            shutil.rmtree(output)
-        else:
-            output.unlink()
+    if force:
+        remove(output)
     os.rename(source, output)
