@@ -43,3 +43,17 @@ def test_a_packed_set_holds_the_files_at_its_top_level(tmp_path: Path) -> None:
     assert oct((tmp_path / "set.tar.gz").stat().st_mode & 0o777) == "0o644"
     progress = [e for e in events if e.kind == "progress"]
     assert progress and progress[-1].data["done"] == progress[-1].data["total"]
+
+
+@pytest.mark.parametrize("existing", ["file", "dangling link"])
+def test_force_replaces_what_stands_at_the_output(tmp_path: Path, existing: str) -> None:
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    (staging / "vmlinuz").write_bytes(b"kernel")
+    output = tmp_path / "set.tar.gz"
+    if existing == "file":
+        output.write_text("an earlier set")
+    else:
+        output.symlink_to(tmp_path / "gone")
+    publish(staging, output, compress=True, force=True)
+    assert not output.is_symlink() and output.read_bytes()[:2] == b"\x1f\x8b"  # gzip, the new set
