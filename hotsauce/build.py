@@ -8,6 +8,7 @@ reverse order it was taken. Every stage takes the build's `BuildContext`.
 
 from __future__ import annotations
 
+import os
 import secrets
 import tempfile
 import time
@@ -19,25 +20,27 @@ from typing import Any
 
 from hotsauce import __version__
 from hotsauce.bases import download
-from hotsauce.bases.debian import plan_base, provide_debian_base
+from hotsauce.bases.debian import PlannedBase, plan_base, provide_debian_base
 from hotsauce.boot.boot_set import boot_image_set
-from hotsauce.config import BuildConfig, BuildOptions, DebianBase, check_unknown_keys
+from hotsauce.config import BuildConfig, BuildOptions, DebianBase, FsType, check_unknown_keys
 from hotsauce.context import BuildContext, BuildPaths, Plan, Stages, checking_cancel, folders_filled_by
 from hotsauce.events import Emit, Event, EventKind, Stage, StageTimes, ignore
 from hotsauce.host import cancel, ledger
 from hotsauce.host.cancel import CancelRequested, cancellable
 from hotsauce.host.signals import interruptible
-from hotsauce.image import archive, disk
+from hotsauce.image import archive, disk, reproducible
 from hotsauce.image.bootloader import make_bootable
 from hotsauce.image.identity import scrub_image, set_identity
-from hotsauce.image.partitions import attached_disk
+from hotsauce.image.partitions import attached_disk, read_gpt
+from hotsauce.image.reproducible import EPOCH_ENV, Reproducible, write_filesystem_into
+from hotsauce.image.scrub import clamp_times, scrub_build_leftovers
 from hotsauce.image.whole_disk import DiskSettings, allocate_disk, format_disk, plan_disk, plan_layout
 from hotsauce.modules.ansible_run import run_ansible_modules
 from hotsauce.modules.chroot import build_chroot
 from hotsauce.modules.galaxy import install_requirements
 from hotsauce.modules.python_run import run_python_module
 from hotsauce.modules.resolve import ResolvedModule, module_search, plan_runs, resolve_all, variables_read_by
-from hotsauce.modules.result_cache import ModuleLayers, file_digest, layers_for
+from hotsauce.modules.result_cache import ModuleLayers, file_digest, layers_for, module_digest
 from hotsauce.output import publish as output
 from hotsauce.output.boot_files import copy_boot_files, find_boot_files, read_os_release
 from hotsauce.output.disk_set import write_disk_set
@@ -63,9 +66,11 @@ class BuildResult:
 class FetchedBase:
     archive: Path  # the root archive to unpack
     identity: str  # what the download holds, for the module cache's key
+    newest: int  # its newest member's time: the default SOURCE_DATE_EPOCH
 
 
 def new_build_id() -> str:
+    """This run's id, for its log folder; the set's build id is Reproducible.build_id()."""
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
@@ -87,14 +92,17 @@ def build(config: BuildConfig, options: BuildOptions, emit: Emit = ignore, *,
         with ExitStack() as held:
             ctx = _start(config, options, emit, cancel, stages, held)
             source = _root_source(ctx)
-            manifest = _build_into(ctx, source)
+            repro = _reproducible(ctx, source)
+            held.enter_context(_epoch_in_environment(repro.epoch))
+            manifest = _build_into(ctx, source, repro)
             if options.boot_checks is not None:
                 with ctx.stage(Stage.BOOT_CHECK):
                     _boot_check(ctx, options.boot_checks)
             with ctx.stage(Stage.PUBLISH):
                 output.publish(ctx.paths.staging, options.output, compress=options.compress,
                                force=options.force, emit=ctx.emit,
-                               probe_cache=ctx.cache.folder("kvm-probe") if ctx.cache.enabled else None)
+                               probe_cache=ctx.cache.folder("kvm-probe") if ctx.cache.enabled else None,
+                               epoch=repro.epoch)
             ctx.emit(Event(EventKind.FINISHED, Stage.PUBLISH, str(options.output), {"seconds": ctx.times.seconds}))
     except BaseException as error:
         failure = stages.failure(error, options)
@@ -163,11 +171,12 @@ def _work_folder(options: BuildOptions) -> Iterator[Path]:
             ledger.remove_tree(work)
 
 
-def _root_source(ctx: BuildContext) -> DebianBase | FetchedBase:
-    """Where the root comes from. A download is fetched and checked before a byte of the image is allocated."""
+def _root_source(ctx: BuildContext) -> PlannedBase | FetchedBase:
+    """Where the root comes from. A download is fetched and checked before a byte of the image is allocated;
+    a Debian base's mirror is asked for its Release dates (its cache key and SOURCE_DATE_EPOCH)."""
     base = ctx.config.base
     if isinstance(base, DebianBase):
-        return base
+        return plan_base(base)
     with ctx.stage(Stage.DOWNLOAD):
         fetched = download.fetch(base, ctx.cache, ctx.emit, scratch=ctx.paths.work)
         # Known from the download itself: a root_file pulled out below is new every build.
@@ -176,51 +185,98 @@ def _root_source(ctx: BuildContext) -> DebianBase | FetchedBase:
         if base.root_file:
             fetched = archive.extract_member(fetched, base.root_file, ctx.paths.work, name)
             name = f"download.root_file {base.root_file}"
-        unpacked = archive.check_members(fetched, name)
-        archive.check_fits(unpacked, ctx.options.size, name)
-        return FetchedBase(fetched, identity)
+        members = archive.scan_members(fetched, name)
+        archive.check_fits(members.unpacked, ctx.options.size, name)
+        return FetchedBase(fetched, identity, members.newest or int(fetched.stat().st_mtime))
 
 
-def _build_into(ctx: BuildContext, source: DebianBase | FetchedBase) -> Manifest:
+def _reproducible(ctx: BuildContext, source: PlannedBase | FetchedBase) -> Reproducible:
+    """The build's epoch and the seed its identifiers are derived from (hotsauce.image.reproducible)."""
+    if isinstance(source, FetchedBase):
+        base_identity, base_epoch, origin = source.identity, source.newest, "the base tarball's newest member"
+    else:
+        base_identity, origin = source.entry_name, "the mirror's newest Release date"
+        base_epoch = reproducible.epoch_of_release_dates(source.key["release_dates"])
+    epoch = reproducible.epoch_from_environment()
+    if epoch is None:
+        epoch = base_epoch
+    else:
+        origin = f"${EPOCH_ENV}"
+    options = ctx.options
+    seed = reproducible.input_seed({
+        "hotsauce": __version__,
+        "epoch": epoch,
+        "base": base_identity,
+        "configuration": ctx.config.data,
+        "modules": [[m.kind.value, m.name, m.ref.vars, module_digest(m)] for m in ctx.plan.modules],
+        "image": [options.size, options.fs_type.value, str(options.layout), str(options.boot)],
+    })
+    repro = Reproducible(epoch, seed)
+    ctx.emit(Event(EventKind.INFO, Stage.CONFIG, f"{EPOCH_ENV}={epoch} ({repro.iso_time()}, from {origin}); "
+                   f"build id {repro.build_id()}", {"source_date_epoch": epoch, "build_id": repro.build_id()}))
+    return repro
+
+
+@contextmanager
+def _epoch_in_environment(epoch: int) -> Iterator[None]:
+    """Modules, and the tools they run in the image (useradd, dpkg, ...), read SOURCE_DATE_EPOCH."""
+    saved = os.environ.get(EPOCH_ENV)
+    os.environ[EPOCH_ENV] = str(epoch)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(EPOCH_ENV, None)
+        else:
+            os.environ[EPOCH_ENV] = saved
+
+
+def _build_into(ctx: BuildContext, source: PlannedBase | FetchedBase, repro: Reproducible) -> Manifest:
     """The image allocated, filled by the base and the modules, and converted into the staging folder."""
     if (disk_settings := plan_disk(ctx.config, ctx.options)) is not None:
-        return _build_disk_into(ctx, source, disk_settings)
+        return _build_disk_into(ctx, source, disk_settings, repro)
     with ExitStack() as image:
         with ctx.stage(Stage.DISK):
             disk.allocate(ctx.paths.image, ctx.options.size)
-            partition = disk.write_partition_table(ctx.paths.image)
+            partition = disk.write_partition_table(ctx.paths.image, repro)
             device = image.enter_context(disk.attached(ctx.paths.image, partition))
         with ctx.stage(Stage.FORMAT):
-            disk.make_filesystem(device, ctx.options.fs_type)
+            disk.make_filesystem(device, ctx.options.fs_type, repro)
         with ctx.stage(Stage.MOUNT):
             root = image.enter_context(disk.root_filesystem_mounted(device, ctx.paths.root))
         _base_and_modules(ctx, root, source)
         with ctx.stage(Stage.FINISH):
             os_release = _finish_root(ctx, root)
+            remade = _finish_reproducibly(ctx, root, partition.size, repro)
             disk.trim(root)
             with cancel.shielded():
                 image.close()  # unmounted, so written back, and detached: a failure here is this stage's
+            if remade is not None:
+                write_filesystem_into(ctx.paths.image, partition.offset, partition.size, remade)
+                remade.unlink()
     with ctx.stage(Stage.CONVERT):
         root_name = root_image_name(ctx.options.image_format.value)
         output.convert_root_image(ctx.paths.image, partition, ctx.paths.staging / root_name,
                                   ctx.options.image_format, ctx.options.strip)
-        manifest = _manifest(ctx, root_name, os_release)
+        manifest = _manifest(ctx, root_name, os_release, repro)
         manifest.write(ctx.paths.staging)
         output.write_libvirt_xml(ctx.paths.staging, manifest)
         output.write_checksums(ctx.paths.staging, manifest)
     return manifest
 
 
-def _build_disk_into(ctx: BuildContext, source: DebianBase | FetchedBase, settings: DiskSettings) -> Manifest:
+def _build_disk_into(ctx: BuildContext, source: PlannedBase | FetchedBase, settings: DiskSettings,
+                     repro: Reproducible) -> Manifest:
     """The whole-disk layout (hotsauce.image.whole_disk): the same stages on a GPT disk, made
     bootable by the image's own GRUB before the root is finished."""
     fs_type = ctx.options.fs_type
     with ExitStack() as image:
         with ctx.stage(Stage.DISK):
-            allocate_disk(ctx.paths.image, ctx.options.size)
+            allocate_disk(ctx.paths.image, ctx.options.size, repro)
             devices = image.enter_context(attached_disk(ctx.paths.image))
+            root_partition = read_gpt(ctx.paths.image).root
         with ctx.stage(Stage.FORMAT):
-            format_disk(devices, fs_type)
+            format_disk(devices, fs_type, repro)
         with ctx.stage(Stage.MOUNT):
             root = image.enter_context(disk.root_filesystem_mounted(devices.root, ctx.paths.root))
         _base_and_modules(ctx, root, source)
@@ -228,14 +284,19 @@ def _build_disk_into(ctx: BuildContext, source: DebianBase | FetchedBase, settin
             facts = make_bootable(root, devices, settings.boot, fs_type)
             scrub_image(root)
             os_release = read_os_release(root)
+            remade = _finish_reproducibly(ctx, root, root_partition.size, repro)
             disk.trim(root)
             with cancel.shielded():
                 image.close()
+            if remade is not None:
+                write_filesystem_into(ctx.paths.image, root_partition.offset, root_partition.size, remade)
+                remade.unlink()
     with ctx.stage(Stage.CONVERT):
-        return write_disk_set(ctx.paths.image, ctx.paths.staging, settings, facts, _manifest(ctx, "", os_release))
+        return write_disk_set(ctx.paths.image, ctx.paths.staging, settings, facts,
+                              _manifest(ctx, "", os_release, repro))
 
 
-def _base_and_modules(ctx: BuildContext, root: Path, source: DebianBase | FetchedBase) -> None:
+def _base_and_modules(ctx: BuildContext, root: Path, source: PlannedBase | FetchedBase) -> None:
     runs = plan_runs(ctx.plan.modules)
     with ctx.stage(Stage.BASE):
         layers, done = _fill_root(ctx, root, source, runs)
@@ -243,7 +304,7 @@ def _base_and_modules(ctx: BuildContext, root: Path, source: DebianBase | Fetche
         run_modules(ctx, runs[done:], root, after_run=_storing(layers, done, root))
 
 
-def _fill_root(ctx: BuildContext, root: Path, source: DebianBase | FetchedBase,
+def _fill_root(ctx: BuildContext, root: Path, source: PlannedBase | FetchedBase,
                runs: Sequence[Sequence[ResolvedModule]]) -> tuple[ModuleLayers | None, int]:
     """The base, or the newest cached result of the first module runs; how many runs that covers."""
     identity, fill = _base_filler(ctx, root, source)
@@ -258,14 +319,12 @@ def _fill_root(ctx: BuildContext, root: Path, source: DebianBase | FetchedBase,
 
 
 def _base_filler(ctx: BuildContext, root: Path,
-                 source: DebianBase | FetchedBase) -> tuple[str | None, Callable[[], None]]:
-    """What the base is, for the module cache's key (None: no key without the cache), and how
-    it fills the root. A Debian base's key is read from the mirror once, only with the cache."""
+                 source: PlannedBase | FetchedBase) -> tuple[str | None, Callable[[], None]]:
+    """What the base is, for the module cache's key, and how it fills the root."""
     if isinstance(source, FetchedBase):
         return source.identity, lambda: archive.extract(source.archive, root, ctx.emit)
-    planned = plan_base(source) if ctx.cache.enabled else None
-    return (planned.entry_name if planned else None,
-            lambda: provide_debian_base(source, root, ctx.cache, ctx.emit, planned))
+    return (source.entry_name,
+            lambda: provide_debian_base(source.plan.spec, root, ctx.cache, ctx.emit, source))
 
 
 def _storing(layers: ModuleLayers | None, done: int, root: Path) -> Callable[[int], None]:
@@ -319,10 +378,23 @@ def _finish_root(ctx: BuildContext, root: Path) -> dict[str, str]:
     return read_os_release(root)
 
 
-def _manifest(ctx: BuildContext, root_name: str, os_release: Mapping[str, str]) -> Manifest:
+def _finish_reproducibly(ctx: BuildContext, root: Path, size: int, repro: Reproducible) -> Path | None:
+    """The root as two builds of the same inputs leave it; for ext4, the filesystem made again
+    from it (returned, to be written over the partition once unmounted)."""
+    scrub_build_leftovers(root)
+    clamp_times(root, repro.epoch)
+    if ctx.options.fs_type is not FsType.EXT4:
+        return None
+    remade = ctx.paths.work / "root.ext4"
+    with reproducible.read_only(root):
+        reproducible.make_ext4_from_tree(root, remade, size, ROOT_LABEL, repro)
+    return remade
+
+
+def _manifest(ctx: BuildContext, root_name: str, os_release: Mapping[str, str], repro: Reproducible) -> Manifest:
     options = ctx.options
     return Manifest(
-        build_id=ctx.build_id,
+        build_id=repro.build_id(),
         root=root_name,
         image_format=options.image_format.value,
         fs_type=options.fs_type.value,
@@ -333,6 +405,7 @@ def _manifest(ctx: BuildContext, root_name: str, os_release: Mapping[str, str]) 
         os_distro=os_release.get("ID"),
         os_version=os_release.get("VERSION_ID"),
         hotsauce_version=__version__,
-        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        created=repro.iso_time(),
         hostname=ctx.config.hostname,
+        source_date_epoch=repro.epoch,
     )

@@ -20,6 +20,7 @@ import subprocess
 import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -60,21 +61,35 @@ def _tar_stream(archive: Path) -> Iterator[IO[bytes]]:
         yield child.stdout
 
 
+@dataclass(frozen=True)
+class Members:
+    """What checking an archive's members learnt of them."""
+
+    unpacked: int  # about how many bytes the members take once unpacked
+    newest: int  # the newest member's modification time (seconds), the default SOURCE_DATE_EPOCH of its root
+
+
 def check_members(archive: Path, name: str) -> int:
     """Refuse an archive with a member that would be written outside the root.
 
     Returns about how many bytes the members take once unpacked.
     """
+    return scan_members(archive, name).unpacked
+
+
+def scan_members(archive: Path, name: str) -> Members:
+    """check_members, also saying how new the newest member is."""
     symlinks: dict[str, str] = {}
-    unpacked = 0
+    unpacked = newest = 0
     try:
         with _tar_stream(archive) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
                 _check_member(member, symlinks, name)
                 unpacked += _blocks(member.size if member.isreg() else 0)
+                newest = max(newest, int(member.mtime))
     except tarfile.TarError as error:
         raise ConfigError(f"{name}: not a readable tar archive: {error}") from None
-    return unpacked
+    return Members(unpacked, newest)
 
 
 _BLOCK = 4096
@@ -167,18 +182,23 @@ def extract(archive: Path, root: Path, emit: Emit, stage: str = "base") -> None:
             _expect_success(untar, tar)
 
 
-def pack(folder: Path, archive: Path, emit: Emit, stage: str = "publish") -> None:
+def pack(folder: Path, archive: Path, emit: Emit, stage: str = "publish", epoch: int | None = None) -> None:
     """A new tar.gz of the folder's files at its top level, compressed on every core.
 
+    The same files give the same bytes: members in name order, owned by root,
+    in GNU format (no pax headers with access times), no name or time in the
+    gzip header, and with `epoch` every member's time clamped to it.
     The tar stream passes through here on its way to the compressor, so the
     progress counts what has been packed.
     """
     names = sorted(p.name for p in folder.iterdir())
     total = sum((folder / name).stat().st_size for name in names)
     # Level 1: on a qcow2 it costs about 8% in size and saves three quarters of the time.
-    compressor = ["pigz", "-1", "-p", str(os.cpu_count() or 1)] if shutil.which("pigz") else ["gzip", "-1"]
-    tar = ["tar", "--create", "--file=-", "--owner=0", "--group=0", "--numeric-owner", f"--directory={folder}",
-           "--sparse", *names]
+    # pigz's output does not depend on its thread count, only on its fixed block size.
+    compressor = ["pigz", "-1", "-n", "-p", str(os.cpu_count() or 1)] if shutil.which("pigz") else ["gzip", "-1", "-n"]
+    clamp = [f"--mtime=@{epoch}", "--clamp-mtime"] if epoch is not None else []
+    tar = ["tar", "--create", "--file=-", "--format=gnu", "--sort=name", "--owner=0", "--group=0",
+           "--numeric-owner", *clamp, f"--directory={folder}", "--sparse", *names]
     with archive.open("xb") as out, proc.child_process(
         compressor, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE
     ) as gzip, proc.child_process(tar, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as packer:

@@ -21,6 +21,7 @@ from pathlib import Path
 from hotsauce.config import FsType
 from hotsauce.errors import CommandFailed, ConfigError, StageFailed
 from hotsauce.host import ledger, proc, release
+from hotsauce.image.reproducible import Reproducible, btrfs_options, ext4_options, xfs_options
 from hotsauce.output.imageset import ROOT_LABEL
 
 SECTOR = 512
@@ -50,9 +51,11 @@ def check_size(size: int) -> None:
         raise ConfigError(f"--size: {size} bytes is too small for a root filesystem (at least 64M)")
 
 
-def write_partition_table(image: Path) -> Partition:
-    """An MBR with one bootable Linux partition over the whole disk."""
-    layout = f"label: dos\nstart={PARTITION_START_SECTOR}, type=83, bootable\n"
+def write_partition_table(image: Path, repro: Reproducible | None = None) -> Partition:
+    """An MBR with one bootable Linux partition over the whole disk; its disk signature
+    derived from the inputs when `repro` is given (sfdisk picks a random one otherwise)."""
+    label_id = f"label-id: {repro.mbr_disk_id()}\n" if repro else ""
+    layout = f"label: dos\n{label_id}start={PARTITION_START_SECTOR}, type=83, bootable\n"
     proc.run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", image], input_bytes=layout.encode())
     table = json.loads(proc.output_of(["sfdisk", "--json", image]))["partitiontable"]
     sector_size = table.get("sectorsize", SECTOR)
@@ -102,8 +105,15 @@ _MKFS: dict[FsType, list[str]] = {
 }
 
 
-def make_filesystem(device: Path, fs_type: FsType) -> None:
-    proc.run([*_MKFS[fs_type], device])
+_DERIVED_OPTIONS = {FsType.EXT4: ext4_options, FsType.XFS: xfs_options, FsType.BTRFS: btrfs_options}
+
+
+def make_filesystem(device: Path, fs_type: FsType, repro: Reproducible | None = None) -> None:
+    """The root filesystem; with `repro`, its UUID (and ext4's hash seed and times) from the inputs."""
+    if repro is None:
+        proc.run([*_MKFS[fs_type], device])
+        return
+    proc.run([*_MKFS[fs_type], *_DERIVED_OPTIONS[fs_type](repro), device], env={**os.environ, **repro.env()})
 
 
 @contextmanager

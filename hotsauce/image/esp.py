@@ -11,13 +11,19 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
 from hotsauce.host import proc
+from hotsauce.image.reproducible import Reproducible
 
 ESP_LABEL = "EFI"
 
 
-def make_esp(device: Path) -> None:
+def make_esp(device: Path, repro: Reproducible | None = None) -> None:
     # FAT32 as the UEFI specification asks of a system partition; 512-byte clusters keep a 60 MiB one valid.
-    proc.run(["mkfs.vfat", "-F", "32", "-s", "1", "-n", ESP_LABEL, device])
+    argv: list[str | Path] = ["mkfs.vfat", "-F", "32", "-s", "1", "-n", ESP_LABEL]
+    if repro is None:
+        proc.run([*argv, device])
+        return
+    # The volume id from the inputs; dosfstools takes the label's time from SOURCE_DATE_EPOCH.
+    proc.run([*argv, "-i", repro.fat_volume_id(), "--invariant", device], env={**os.environ, **repro.env()})
 
 
 def copy_into_esp(device: Path, files: Mapping[str, Path]) -> None:

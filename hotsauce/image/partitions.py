@@ -21,6 +21,7 @@ from hotsauce.errors import ConfigError, StageFailed
 from hotsauce.host import ledger, proc
 from hotsauce.host.sizes import human_size
 from hotsauce.image.disk import Partition, detach_loop
+from hotsauce.image.reproducible import Reproducible
 
 MIB = 1 << 20
 SECTOR = 512
@@ -63,20 +64,27 @@ def check_disk_size(size: int) -> None:
                           f"(give at least {MINIMUM_DISK_SIZE // MIB}M)")
 
 
-def gpt_script(image: Path) -> str:
-    """sfdisk's input: a partition's number is read from the end of its node name."""
+def gpt_script(image: Path, repro: Reproducible | None = None) -> str:
+    """sfdisk's input: a partition's number is read from the end of its node name. With `repro`,
+    the disk's and each partition's GUID come from the inputs (sfdisk picks random ones otherwise)."""
+
+    def guid(purpose: str) -> str:
+        return f", uuid={repro.uuid(purpose)}" if repro else ""
+
     return (
         "label: gpt\n"
-        f'{image}{BIOS_BOOT_NUMBER} : start={BIOS_BOOT_START // SECTOR}, size={BIOS_BOOT_SIZE // SECTOR}, '
-        f'type={BIOS_BOOT_TYPE}, name="BIOS boot"\n'
+        + (f"label-id: {repro.uuid('gpt-disk')}\n" if repro else "")
+        + f'{image}{BIOS_BOOT_NUMBER} : start={BIOS_BOOT_START // SECTOR}, size={BIOS_BOOT_SIZE // SECTOR}, '
+        f'type={BIOS_BOOT_TYPE}, name="BIOS boot"{guid("gpt-bios-boot")}\n'
         f'{image}{ESP_NUMBER} : start={ESP_START // SECTOR}, size={ESP_SIZE // SECTOR}, '
-        f'type={ESP_TYPE}, name="EFI system"\n'
-        f'{image}{ROOT_NUMBER} : start={ROOT_START // SECTOR}, type={LINUX_TYPE}, name="root"\n'
+        f'type={ESP_TYPE}, name="EFI system"{guid("gpt-esp")}\n'
+        f'{image}{ROOT_NUMBER} : start={ROOT_START // SECTOR}, type={LINUX_TYPE}, name="root"{guid("gpt-root")}\n'
     )
 
 
-def write_gpt(image: Path) -> DiskPartitions:
-    proc.run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", image], input_bytes=gpt_script(image).encode())
+def write_gpt(image: Path, repro: Reproducible | None = None) -> DiskPartitions:
+    proc.run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", image],
+             input_bytes=gpt_script(image, repro).encode())
     return read_gpt(image)
 
 

@@ -18,6 +18,7 @@ from hotsauce.image import disk
 from hotsauce.image.esp import make_esp
 from hotsauce.image.layout import BootMode, Layout, parse_boot_mode, parse_layout
 from hotsauce.image.partitions import DiskDevices, check_disk_size, write_gpt
+from hotsauce.image.reproducible import Reproducible
 from hotsauce.output.formats import DiskFormat, Qcow2Compression, parse_compression, parse_formats
 
 MIB = 1 << 20
@@ -124,12 +125,12 @@ def disk_size(size: int) -> int:
     return -(-size // MIB) * MIB
 
 
-def allocate_disk(image: Path, size: int) -> None:
+def allocate_disk(image: Path, size: int, repro: Reproducible | None = None) -> None:
     """A sparse file of `size` (in whole MiB) with the GPT of the whole-disk layout."""
     disk.allocate(image, disk_size(size))
-    write_gpt(image)
+    write_gpt(image, repro)
 
 
-def format_disk(devices: DiskDevices, fs_type: FsType) -> None:
-    disk.make_filesystem(devices.root, fs_type)
-    make_esp(devices.esp)
+def format_disk(devices: DiskDevices, fs_type: FsType, repro: Reproducible | None = None) -> None:
+    disk.make_filesystem(devices.root, fs_type, repro)
+    make_esp(devices.esp, repro)

@@ -40,7 +40,7 @@ def root_image_name(image_format: str) -> str:
 
 @dataclass(frozen=True)
 class Manifest:
-    build_id: str  # unique per build: hostname-free, time-ordered
+    build_id: str  # the epoch's time and a digest of the inputs: the same for the same inputs
     root: str  # file name of the root image in the set
     image_format: str  # qcow2 | raw
     fs_type: str  # ext4 | xfs | btrfs
@@ -51,7 +51,7 @@ class Manifest:
     os_distro: str | None  # os-release ID, e.g. debian
     os_version: str | None  # os-release VERSION_ID, e.g. 12
     hotsauce_version: str
-    created: str  # ISO 8601, UTC
+    created: str  # ISO 8601, UTC: the epoch (SOURCE_DATE_EPOCH), not the clock
     # Sets written before these fields existed lack them; the defaults say what those sets are.
     hostname: str | None = None  # the image's /etc/hostname
     layout: str = EC2_LAYOUT  # ec2 | disk
@@ -62,6 +62,7 @@ class Manifest:
     root_found_by: str | None = None  # UUID: how fstab and the kernel command line find the root
     drivers: dict[str, bool] | None = None  # ena, nvme, ...: present in the image's kernel
     disk_files: tuple[dict[str, object], ...] = ()  # each file: name, format, subformat, virtual_size
+    source_date_epoch: int | None = None  # SOURCE_DATE_EPOCH: no file time of the image or set is later
 
     def files(self) -> list[str]:
         disks = [str(entry["name"]) for entry in self.disk_files if entry["name"] != self.root]

@@ -74,15 +74,16 @@ def write_checksums(folder: Path, manifest: Manifest) -> None:
 
 
 def publish(staging: Path, output: Path, *, compress: bool, force: bool, emit: Emit = ignore,
-            probe_cache: Path | None = None) -> None:
+            probe_cache: Path | None = None, epoch: int | None = None) -> None:
     """Move the finished set to `output`: as a folder, or packed into a tar.gz. `probe_cache` is where
-    the KVM probe behind a folder's libvirt.xml may remember its verdict."""
+    the KVM probe behind a folder's libvirt.xml may remember its verdict; with `epoch`, no file of
+    the set is dated later (SOURCE_DATE_EPOCH)."""
     output = output.absolute()
     if compress:
         partial = output.parent / f".{output.name}.partial-{os.getpid()}.tar.gz"
         with ledger.held(ledger.Kind.PATH, partial):
             try:
-                archive.pack(staging, partial, emit)
+                archive.pack(staging, partial, emit, epoch=epoch)
                 os.chmod(partial, SET_FILE_MODE)
                 _replace(partial, output, force)
             finally:
@@ -90,7 +91,17 @@ def publish(staging: Path, output: Path, *, compress: bool, force: bool, emit: E
         return
     # libvirt.xml for the files where they are about to be
     place_set(staging, output, emit=emit, probe_cache=probe_cache)
+    if epoch is not None:
+        clamp_file_times(staging, epoch)
     _replace(staging, output, force)
+
+
+def clamp_file_times(folder: Path, epoch: int) -> None:
+    """Each file of the set dated no later than `epoch`."""
+    for path in folder.iterdir():
+        stat = path.lstat()
+        when = min(stat.st_mtime_ns, epoch * 1_000_000_000)
+        os.utime(path, ns=(when, when), follow_symlinks=False)
 
 
 def _replace(source: Path, output: Path, force: bool) -> None:
