@@ -29,7 +29,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -140,14 +140,15 @@ def make_ext4_from_tree(tree: Path, target: Path, size: int, label: str, repro: 
         image.truncate(size)
     env = {**os.environ, **repro.env()}
     proc.run(["mkfs.ext4", "-q", "-F", "-L", label, *ext4_options(repro), "-d", tree, target], env=env)
-    set_change_times(target, repro.epoch)
+    set_change_times(target, repro.epoch, env)
 
 
-def set_change_times(filesystem: Path, epoch: int) -> None:
+def set_change_times(filesystem: Path, epoch: int, env: Mapping[str, str]) -> None:
     """Every used inode's change time to the epoch: mke2fs -d copies it from the tree, where it is
-    the time the file was last touched, which no one can set."""
+    the time the file was last touched, which no one can set. debugfs stamps the superblock's
+    write time when it closes: from E2FSPROGS_FAKE_TIME in `env`, not the clock."""
     script = "".join(f"sif <{inode}> ctime @{epoch}\n" for inode in used_inodes(filesystem))
-    proc.run(["debugfs", "-w", "-f", "-", filesystem], input_bytes=script.encode())
+    proc.run(["debugfs", "-w", "-f", "-", filesystem], input_bytes=script.encode(), env=dict(env))
 
 
 def used_inodes(filesystem: Path) -> list[int]:
@@ -172,8 +173,3 @@ def write_filesystem_into(disk: Path, offset: int, length: int, filesystem: Path
     proc.run(["fallocate", "--punch-hole", "--keep-size", "--offset", str(offset), "--length", str(length), disk])
     proc.run(["dd", f"if={filesystem}", f"of={disk}", "bs=4M", f"seek={offset}", "oflag=seek_bytes",
               "conv=notrunc,sparse", "status=none"])
-
-
-def describe(repro: Reproducible, sources: Sequence[str]) -> str:
-    """One line for the build log: the epoch and where it came from."""
-    return f"{EPOCH_ENV}={repro.epoch} ({repro.iso_time()}, from {', '.join(sources)}); seed {repro.seed[:12]}"
