@@ -21,6 +21,7 @@ from hotsauce.image.reproducible import (
     epoch_from_environment,
     epoch_of_release_dates,
     inodes_in_use,
+    make_ext4_from_tree,
 )
 from hotsauce.image.scrub import clamp_times, scrub_build_leftovers
 from hotsauce.output.imageset import sha256_of
@@ -54,6 +55,24 @@ def test_used_inodes_are_what_dumpe2fs_does_not_list_as_free() -> None:
     output = ("Inode count:              12\nInodes per group:         6\n"
               "Group 0: (Blocks 0-10)\n  Free inodes: 3-4, 6\nGroup 1: (Blocks 11-20)\n  Free inodes: \n")
     assert inodes_in_use(output) == [1, 2, 5, 7, 8, 9, 10, 11, 12]
+
+
+def test_ext4_made_from_the_same_tree_twice_has_the_same_bytes(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc" / "hostname").write_text("twice\n")
+    (tree / "etc" / "link").symlink_to("hostname")
+    tree.chmod(0o755)
+    clamp_times(tree, EPOCH)
+    repro = Reproducible(EPOCH, "ab" * 32)
+    make_ext4_from_tree(tree, tmp_path / "one.ext4", 16 << 20, "root", repro)
+    (tree / "etc" / "hostname").chmod(0o644)  # a new change time, which nobody can set back
+    clamp_times(tree, EPOCH)  # reading moved access times (a build reads its root read-only)
+    make_ext4_from_tree(tree, tmp_path / "two.ext4", 16 << 20, "root", repro)
+    assert sha256_of(tmp_path / "one.ext4") == sha256_of(tmp_path / "two.ext4")
+    header = subprocess.run(["dumpe2fs", "-h", tmp_path / "one.ext4"], capture_output=True, text=True,
+                            check=True).stdout
+    assert f"Filesystem UUID:          {repro.uuid('root-filesystem')}" in header
 
 
 # --- the root as the build leaves it -------------------------------------------------------------

@@ -42,6 +42,7 @@ from hotsauce.host import proc
 EPOCH_ENV = "SOURCE_DATE_EPOCH"
 # e2fsprogs takes its "now" from this variable instead of the clock.
 E2FSPROGS_TIME_ENV = "E2FSPROGS_FAKE_TIME"
+ROOT_INODE = 2
 
 
 @dataclass(frozen=True)
@@ -140,14 +141,25 @@ def make_ext4_from_tree(tree: Path, target: Path, size: int, label: str, repro: 
         image.truncate(size)
     env = {**os.environ, **repro.env()}
     proc.run(["mkfs.ext4", "-q", "-F", "-L", label, *ext4_options(repro), "-d", tree, target], env=env)
-    set_change_times(target, repro.epoch, env)
+    set_change_times(target, repro.epoch, env, root_of=tree)
 
 
-def set_change_times(filesystem: Path, epoch: int, env: Mapping[str, str]) -> None:
+def set_change_times(filesystem: Path, epoch: int, env: Mapping[str, str], root_of: Path) -> None:
     """Every used inode's change time to the epoch: mke2fs -d copies it from the tree, where it is
     the time the file was last touched, which no one can set. debugfs stamps the superblock's
-    write time when it closes: from E2FSPROGS_FAKE_TIME in `env`, not the clock."""
-    script = "".join(f"sif <{inode}> ctime @{epoch}\n" for inode in used_inodes(filesystem))
+    write time when it closes: from E2FSPROGS_FAKE_TIME in `env`, not the clock.
+
+    mke2fs -d leaves the root folder as it makes it; it takes the tree's mode, owner and times here.
+    """
+    root = root_of.stat()
+    script = "".join([
+        f"sif <{ROOT_INODE}> mode 0{root.st_mode:o}\n",
+        f"sif <{ROOT_INODE}> uid {root.st_uid}\n",
+        f"sif <{ROOT_INODE}> gid {root.st_gid}\n",
+        f"sif <{ROOT_INODE}> mtime @{int(root.st_mtime)}\n",
+        f"sif <{ROOT_INODE}> atime @{int(root.st_atime)}\n",
+        *(f"sif <{inode}> ctime @{epoch}\n" for inode in used_inodes(filesystem)),
+    ])
     proc.run(["debugfs", "-w", "-f", "-", filesystem], input_bytes=script.encode(), env=dict(env))
 
 
