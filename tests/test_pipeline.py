@@ -148,7 +148,7 @@ def test_a_download_build_runs_each_device_command_in_pipeline_order(scene: Scen
         f"losetup --detach {FAKE_DEVICE}",
         "fallocate --punch-hole --keep-size --offset 1048576 --length 133169152 WORK/disk.raw",
         "dd if=WORK/root.ext4 of=WORK/disk.raw bs=4M seek=1048576 oflag=seek_bytes conv=notrunc,sparse status=none",
-        f"qemu-img convert -m {os.cpu_count()} -W --image-opts driver=raw,offset=1048576,size=133169152,"
+        f"qemu-img convert -m {os.cpu_count()} --image-opts driver=raw,offset=1048576,size=133169152,"
         "file.driver=file,file.filename=WORK/disk.raw -O qcow2 STAGING/root.qcow2",
     ]
     assert recorder.started[0][:2] == ["tar", "--extract"]

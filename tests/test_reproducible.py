@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from hotsauce.config import ImageFormat
 from hotsauce.errors import ConfigError
 from hotsauce.events import ignore
 from hotsauce.image import archive
+from hotsauce.image.disk import Partition
 from hotsauce.image.reproducible import (
     Reproducible,
     epoch_from_environment,
@@ -25,6 +27,7 @@ from hotsauce.image.reproducible import (
 )
 from hotsauce.image.scrub import clamp_times, scrub_build_leftovers
 from hotsauce.output.imageset import sha256_of
+from hotsauce.output.publish import convert_root_image
 from tests.images import run_hotsauce, unpack_set
 
 EPOCH = 1_700_000_000
@@ -73,6 +76,20 @@ def test_ext4_made_from_the_same_tree_twice_has_the_same_bytes(tmp_path: Path) -
     header = subprocess.run(["dumpe2fs", "-h", tmp_path / "one.ext4"], capture_output=True, text=True,
                             check=True).stdout
     assert f"Filesystem UUID:          {repro.uuid('root-filesystem')}" in header
+
+
+def test_the_same_root_converts_to_the_same_qcow2_every_time(tmp_path: Path) -> None:
+    raw = tmp_path / "root.raw"
+    with raw.open("wb") as image:
+        for block in range(2048):  # scattered data, so clusters could land in any order
+            image.seek(block * 32768)
+            image.write(hashlib.sha256(str(block).encode()).digest() * 64)
+    digests = set()
+    for name in ("one", "two", "three"):
+        target = tmp_path / f"{name}.qcow2"
+        convert_root_image(raw, Partition(0, raw.stat().st_size), target, ImageFormat.QCOW2, strip=True)
+        digests.add(sha256_of(target))
+    assert len(digests) == 1
 
 
 # --- the root as the build leaves it -------------------------------------------------------------

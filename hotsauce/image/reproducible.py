@@ -140,18 +140,18 @@ def make_ext4_from_tree(tree: Path, target: Path, size: int, label: str, repro: 
     with target.open("xb") as image:
         image.truncate(size)
     env = {**os.environ, **repro.env()}
+    root = tree.stat()  # before mke2fs reads the folder, which may move its access time
     proc.run(["mkfs.ext4", "-q", "-F", "-L", label, *ext4_options(repro), "-d", tree, target], env=env)
-    set_change_times(target, repro.epoch, env, root_of=tree)
+    set_change_times(target, repro.epoch, env, root)
 
 
-def set_change_times(filesystem: Path, epoch: int, env: Mapping[str, str], root_of: Path) -> None:
+def set_change_times(filesystem: Path, epoch: int, env: Mapping[str, str], root: os.stat_result) -> None:
     """Every used inode's change time to the epoch: mke2fs -d copies it from the tree, where it is
     the time the file was last touched, which no one can set. debugfs stamps the superblock's
     write time when it closes: from E2FSPROGS_FAKE_TIME in `env`, not the clock.
 
-    mke2fs -d leaves the root folder as it makes it; it takes the tree's mode, owner and times here.
+    mke2fs -d leaves the root folder as it makes it; it takes the tree's mode, owner and times (`root`) here.
     """
-    root = root_of.stat()
     script = "".join([
         f"sif <{ROOT_INODE}> mode 0{root.st_mode:o}\n",
         f"sif <{ROOT_INODE}> uid {root.st_uid}\n",

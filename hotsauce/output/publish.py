@@ -55,13 +55,15 @@ def convert_root_image(disk: Path, partition: Partition, target: Path,
     """The root filesystem (or, without strip, the whole disk) as qcow2 or raw.
 
     qemu-img's raw driver reads a byte range of the disk, so the partition
-    is cut out without copying it first; zeroes stay holes.
+    is cut out without copying it first; zeroes stay holes. Written in order
+    (no -W): out-of-order writes place a qcow2's clusters differently each
+    time, and the same root must give the same file.
     """
     source = (
         f"driver=raw,offset={partition.offset},size={partition.size},file.driver=file,file.filename={disk}"
         if strip else f"driver=raw,file.driver=file,file.filename={disk}"
     )
-    proc.run(["qemu-img", "convert", "-m", str(os.cpu_count() or 1), "-W", "--image-opts", source,
+    proc.run(["qemu-img", "convert", "-m", str(os.cpu_count() or 1), "--image-opts", source,
               "-O", image_format.value, target])
     os.chmod(target, SET_FILE_MODE)
 
