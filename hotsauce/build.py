@@ -34,7 +34,14 @@ from hotsauce.image.identity import scrub_image, set_identity
 from hotsauce.image.partitions import attached_disk, read_gpt
 from hotsauce.image.reproducible import EPOCH_ENV, Reproducible, write_filesystem_into
 from hotsauce.image.scrub import clamp_times, scrub_build_leftovers
-from hotsauce.image.whole_disk import DiskSettings, allocate_disk, format_disk, plan_disk, plan_layout
+from hotsauce.image.whole_disk import (
+    DiskSettings,
+    allocate_disk,
+    check_base_boots,
+    format_disk,
+    plan_disk,
+    plan_layout,
+)
 from hotsauce.modules.ansible_run import run_ansible_modules
 from hotsauce.modules.chroot import build_chroot
 from hotsauce.modules.galaxy import install_requirements
@@ -185,8 +192,10 @@ def _root_source(ctx: BuildContext) -> PlannedBase | FetchedBase:
         if base.root_file:
             fetched = archive.extract_member(fetched, base.root_file, ctx.paths.work, name)
             name = f"download.root_file {base.root_file}"
-        members = archive.scan_members(fetched, name)
+        paths: set[str] = set()
+        members = archive.scan_members(fetched, name, paths)
         archive.check_fits(members.unpacked, ctx.options.size, name)
+        check_base_boots(paths, plan_disk(ctx.config, ctx.options), name)
         return FetchedBase(fetched, identity, members.newest or int(fetched.stat().st_mtime))
 
 

@@ -69,15 +69,17 @@ class Members:
     newest: int  # the newest member's modification time (seconds), the default SOURCE_DATE_EPOCH of its root
 
 
-def check_members(archive: Path, name: str) -> int:
+def check_members(archive: Path, name: str, paths: set[str] | None = None) -> int:
     """Refuse an archive with a member that would be written outside the root.
 
-    Returns about how many bytes the members take once unpacked.
+    Returns about how many bytes the members take once unpacked. `paths`, when
+    given, receives every member's path relative to the root (`usr/bin/x`), so
+    a caller can ask what the archive holds without reading it twice.
     """
-    return scan_members(archive, name).unpacked
+    return scan_members(archive, name, paths).unpacked
 
 
-def scan_members(archive: Path, name: str) -> Members:
+def scan_members(archive: Path, name: str, paths: set[str] | None = None) -> Members:
     """check_members, also saying how new the newest member is."""
     symlinks: dict[str, str] = {}
     unpacked = newest = 0
@@ -85,6 +87,8 @@ def scan_members(archive: Path, name: str) -> Members:
         with _tar_stream(archive) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
                 _check_member(member, symlinks, name)
+                if paths is not None:
+                    paths.add(posixpath.normpath(member.name).lstrip("/"))
                 unpacked += _blocks(member.size if member.isreg() else 0)
                 newest = max(newest, int(member.mtime))
     except tarfile.TarError as error:
