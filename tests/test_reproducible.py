@@ -200,11 +200,14 @@ def test_two_xfs_builds_of_the_same_inputs_give_the_same_file_tree(debian_rootfs
 
 @contextmanager
 def mounted(image: Path, mountpoint: Path) -> Iterator[Path]:
-    """Read-only; `nouuid` lets XFS mount two filesystems with one UUID at once."""
+    """The image's filesystem mounted. `nouuid` lets XFS mount two filesystems with one UUID at once;
+    XFS is mounted writable so that a log left dirty can be replayed (an XFS root was once seen
+    with a dirty log while this machine was shared: a mount namespace made elsewhere during the
+    build may keep the filesystem alive past the build's unmount). The test's copy is changed, no other."""
     mountpoint.mkdir()
     kind = subprocess.run(["blkid", "-o", "value", "-s", "TYPE", image], capture_output=True, text=True,
                           check=True).stdout.strip()
-    options = "ro,loop,nouuid" if kind == "xfs" else "ro,loop"
+    options = "loop,nouuid" if kind == "xfs" else "ro,loop"
     subprocess.run(["mount", "-o", options, image, mountpoint], check=True)
     try:
         yield mountpoint
