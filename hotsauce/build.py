@@ -37,7 +37,7 @@ from hotsauce.modules.chroot import build_chroot
 from hotsauce.modules.galaxy import install_requirements
 from hotsauce.modules.python_run import run_python_module
 from hotsauce.modules.resolve import ResolvedModule, module_search, plan_runs, resolve_all, variables_read_by
-from hotsauce.modules.result_cache import ModuleLayers, file_digest, layers_for
+from hotsauce.modules.result_cache import ModuleLayers, download_identity, layers_for
 from hotsauce.output import publish as output
 from hotsauce.output.boot_files import copy_boot_files, find_boot_files, read_os_release
 from hotsauce.output.disk_set import write_disk_set
@@ -170,8 +170,7 @@ def _root_source(ctx: BuildContext) -> DebianBase | FetchedBase:
         return base
     with ctx.stage(Stage.DOWNLOAD):
         fetched = download.fetch(base, ctx.cache, ctx.emit, scratch=ctx.paths.work)
-        # Known from the download itself: a root_file pulled out below is new every build.
-        identity = f"download:{base.sha256 or file_digest(fetched)}:{base.root_file or ''}"
+        identity = download_identity(base, fetched)
         name = f"download.from {base.url}"
         if base.root_file:
             fetched = archive.extract_member(fetched, base.root_file, ctx.paths.work, name)
