@@ -21,6 +21,8 @@ from tests.images import REPO, run_hotsauce
 
 BOOT_SECONDS = 900  # to the root prompt under TCG; generous, as other work may share the two cores
 ROOT_PROMPT = re.compile(rb"root@[^\s:]+:~# ")
+# The command's echo, then 0 alone on its line; bash's bracketed-paste switches may sit between.
+ID_ZERO = re.compile(rb"id -u\r\r?\n(?:\x1b\[[0-9;?]*[A-Za-z]|\r)*0\r\r?\n")
 CTRL_A_X = b"\x01x"  # QEMU's -nographic: quit
 
 
@@ -83,7 +85,7 @@ def test_console_autologin_logs_root_in_and_leaves_the_image_unchanged(
     try:
         read_until(master, ROOT_PROMPT, seen, time.monotonic() + BOOT_SECONDS)
         os.write(master, b"id -u\r")
-        read_until(master, re.compile(rb"id -u\r\r?\n0\r\r?\n"), seen, time.monotonic() + 60)
+        read_until(master, ID_ZERO, seen, time.monotonic() + 60)
         os.write(master, CTRL_A_X)
         assert boot.wait(timeout=60) == 0
     finally:
