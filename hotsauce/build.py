@@ -21,7 +21,7 @@ from hotsauce import __version__
 from hotsauce.bases import download
 from hotsauce.bases.debian import plan_base, provide_debian_base
 from hotsauce.boot.boot_set import boot_image_set
-from hotsauce.config import BuildConfig, BuildOptions, DebianBase, check_unknown_keys
+from hotsauce.config import BuildConfig, BuildOptions, DebianBase, ModuleKind, check_unknown_keys
 from hotsauce.context import BuildContext, BuildPaths, Plan, Stages, checking_cancel, folders_filled_by
 from hotsauce.events import Emit, Event, EventKind, Stage, StageTimes, ignore
 from hotsauce.host import cancel, ledger
@@ -41,10 +41,10 @@ from hotsauce.image.whole_disk import (
 )
 from hotsauce.modules.ansible_run import run_ansible_modules
 from hotsauce.modules.chroot import build_chroot
-from hotsauce.modules.galaxy import install_requirements
+from hotsauce.modules.galaxy import install_requirements, installed_version
 from hotsauce.modules.python_run import run_python_module
 from hotsauce.modules.resolve import ResolvedModule, module_search, plan_runs, resolve_all, variables_read_by
-from hotsauce.modules.result_cache import ModuleLayers, download_identity, layers_for
+from hotsauce.modules.result_cache import ModuleLayers, download_identity, layers_for, module_digest
 from hotsauce.output import publish as output
 from hotsauce.output.boot_files import copy_boot_files, find_boot_files, read_os_release
 from hotsauce.output.disk_set import write_disk_set
@@ -343,4 +343,16 @@ def _manifest(ctx: BuildContext, root_name: str, os_release: Mapping[str, str]) 
         hotsauce_version=__version__,
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         hostname=ctx.config.hostname,
+        modules=modules_record(ctx.plan.modules),
     )
+
+
+def modules_record(modules: Sequence[ResolvedModule]) -> tuple[dict[str, object], ...]:
+    """What ran, for the manifest: a changed or upgraded module shows here."""
+    records: list[dict[str, object]] = []
+    for module in modules:
+        record: dict[str, object] = {"name": module.name, "kind": module.kind.value, "digest": module_digest(module)}
+        if module.kind is ModuleKind.ROLE and (version := installed_version(module.path)):
+            record["version"] = version
+        records.append(record)
+    return tuple(records)

@@ -47,6 +47,8 @@ IMAGE_ANSIBLE_TMP = "/tmp/.hotsauce-ansible"
 # ours, run after it, reports the image's.
 FACTS_MODULES = "ansible.builtin.setup,hotsauce_image_facts"
 STAGE = "ansible"
+# Set true for every run: the built-in roles clean caches and first-boot state only in an image.
+BUILDING_VARIABLE = "hotsauce_building"
 MESSAGE_LIMIT = 400
 # ansible-runner's folder of one run's events, one JSON file each: the run's full event log.
 EVENTS_FOLDER = "job_events"
@@ -296,6 +298,8 @@ def run_runner(private_dir: Path, artifacts: Path, playbook: Path, env: Mapping[
         playbook=playbook.name,
         inventory=str(private_dir / "inventory" / "hosts.yml"),
         envvars=dict(env),
+        # Roles that act differently in an image being built than on a running host read this.
+        extravars={BUILDING_VARIABLE: True},
         event_handler=handler,
         cancel_callback=cancelled.is_set,
         suppress_env_files=True,
