@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from hotsauce.events import Event
+from hotsauce.errors import ConfigError
+from hotsauce.events import Event, EventKind
 from hotsauce.host.signals import interruptible
 from hotsauce.output.set_shell import command_after_dashes, shell_in_set
 
@@ -22,7 +23,7 @@ def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         "The exit status is the command's.",
     )
     parser.add_argument("set", type=Path, metavar="SET", help="the image set: a folder or a tar.gz")
-    parser.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND",
+    parser.add_argument("argv", nargs=argparse.REMAINDER, metavar="COMMAND",
                         help="after --: the command to run inside the root (default: a shell)")
     parser.add_argument("--write", type=Path, default=None, metavar="OUT",
                         help="save the changed root as a new set at OUT (a folder, or a tar.gz)")
@@ -30,11 +31,13 @@ def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def run_shell(args: argparse.Namespace) -> int:
+    if args.argv and args.argv[0].startswith("-") and args.argv[0] != "--":
+        raise ConfigError(f"hotsauce shell: {args.argv[0]}: options go before SET, the command after --")
     with interruptible():
-        return shell_in_set(args.set, command_after_dashes(args.command), write_to=args.write,
+        return shell_in_set(args.set, command_after_dashes(args.argv), write_to=args.write,
                             emit=_info_on_stderr)
 
 
 def _info_on_stderr(event: Event) -> None:
-    if event.message:
+    if event.message and event.kind != EventKind.PROGRESS:
         print(f"hotsauce: {event.message}", file=sys.stderr)
