@@ -88,8 +88,9 @@ def run_in_image(root: Path, argv: Sequence[str] | None, *, banner: str = "", pr
     if banner:
         print(banner, file=sys.stderr, flush=True)
     sys.stdout.flush()
-    with _sigint_ignored(), _shell_process(command_in_image(root, argv), shell_environment(prompt),
-                                           terminal) as process:
+    # SIGINT is ignored only once the shell is started: it would inherit the ignoring, and pass it on.
+    with _shell_process(command_in_image(root, argv), shell_environment(prompt), terminal) as process, \
+            _sigint_ignored():
         return _wait(process)
 
 
