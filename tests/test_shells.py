@@ -155,6 +155,25 @@ def test_shell_on_failure_opens_in_the_image_with_the_modules_changes_and_exit_r
 
 
 @pytest.mark.integration
+def test_sigterm_to_hotsauce_while_the_shell_is_open_stops_it_and_releases_everything(
+        debian_rootfs_tarball: Path, tmp_path: Path, temp_folder: Path) -> None:
+    project = write_project(tmp_path / "project", debian_rootfs_tarball, ["leaves_and_fails"])
+    terminal = Terminal(["-m", "hotsauce", "build", "-s", "2G", "-o", "out", "--shell-on-failure"], project)
+    try:
+        terminal.expect("(hotsauce leaves_and_fails failed)")
+        terminal.send("echo READY-$((2*3))\n")
+        terminal.expect("READY-6")
+        os.kill(terminal.pid, signal.SIGTERM)
+        status = terminal.wait(seconds=120)
+    finally:
+        terminal.kill()
+    assert status == 130, terminal.output.decode(errors="replace")[-3000:]
+    assert not (project / "out").exists()
+    assert not held_resources(str(tmp_path)) and not held_resources(str(temp_folder))
+    assert work_folders(temp_folder) == [] and not ledger_left(terminal.pid)
+
+
+@pytest.mark.integration
 def test_shell_before_opens_before_the_module_and_exiting_goes_on_with_the_build(
         debian_rootfs_tarball: Path, tmp_path: Path, temp_folder: Path) -> None:
     project = write_project(tmp_path / "project", debian_rootfs_tarball, ["first", "second"])
