@@ -39,6 +39,7 @@ from hotsauce.image.whole_disk import (
     plan_disk,
     plan_layout,
 )
+from hotsauce.modules import debug_shell
 from hotsauce.modules.ansible_run import run_ansible_modules
 from hotsauce.modules.chroot import build_chroot
 from hotsauce.modules.galaxy import install_requirements, installed_version
@@ -130,6 +131,7 @@ def _start(config: BuildConfig, options: BuildOptions, emit: Emit, cancel_reques
         config, options, _ = plan_layout(config, options)
         work = held.enter_context(_work_folder(options))
         plan = make_plan(config, cache, stages.emit, scratch=work)
+        debug_shell.check_shell_before(plan.modules, options.shell_before)
         staging = held.enter_context(output.staging_folder(options.output))
     return BuildContext(config, options, build_id, cache, log_dir, BuildPaths(work, staging), plan, stages,
                         recorded, cancel_requested)
@@ -244,9 +246,9 @@ def _build_disk_into(ctx: BuildContext, source: DebianBase | FetchedBase, settin
 
 
 def _base_and_modules(ctx: BuildContext, root: Path, source: DebianBase | FetchedBase) -> None:
-    runs = plan_runs(ctx.plan.modules)
+    runs, cacheable = debug_shell.split_before(plan_runs(ctx.plan.modules), ctx.options.shell_before)
     with ctx.stage(Stage.BASE):
-        layers, done = _fill_root(ctx, root, source, runs)
+        layers, done = _fill_root(ctx, root, source, runs[:cacheable])
     with ctx.stage(Stage.MODULES):
         run_modules(ctx, runs[done:], root, after_run=_storing(layers, done, root))
 
@@ -280,7 +282,7 @@ def _storing(layers: ModuleLayers | None, done: int, root: Path) -> Callable[[in
     """What to do after each module run: keep its result in the cache, when there is one."""
 
     def store(index: int) -> None:
-        if layers is not None:
+        if layers is not None and done + index < len(layers.keys):  # none after a --shell-before
             layers.store(done + index, root)
 
     return store
@@ -309,12 +311,14 @@ def run_modules(ctx: BuildContext, runs: Sequence[Sequence[ResolvedModule]], roo
         ctx.emit(Event(EventKind.INFO, Stage.MODULES, f"running {', '.join(module.name for module in run)}"))
         with ExitStack() as chroot:
             chroot.enter_context(build_chroot(root))
-            if run[0].is_ansible:
-                run_ansible_modules(root, run, cfg, roles_path=ctx.plan.roles_path,
-                                    collections_path=ctx.plan.collections_path, log_dir=ctx.log_dir,
-                                    emit=ctx.emit)
-            else:
-                run_python_module(run[0], root, cfg)
+            debug_shell.shell_before(root, run, ctx.options.shell_before, ctx.log_dir / "build.log")
+            with debug_shell.shell_on_failure(root, run, ctx.options.shell_on_failure, ctx.log_dir / "build.log"):
+                if run[0].is_ansible:
+                    run_ansible_modules(root, run, cfg, roles_path=ctx.plan.roles_path,
+                                        collections_path=ctx.plan.collections_path, log_dir=ctx.log_dir,
+                                        emit=ctx.emit)
+                else:
+                    run_python_module(run[0], root, cfg)
             with cancel.shielded():
                 chroot.close()  # what the run left running is stopped, the kernel filesystems unmounted
         after_run(index)

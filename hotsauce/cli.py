@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "hotsauce.commands.boot",
     "hotsauce.commands.upload",
     "hotsauce.commands.unpack",
+    "hotsauce.commands.shell",
     "hotsauce.commands.init",
     "hotsauce.commands.schema",
     "hotsauce.commands.cache",
