@@ -9,6 +9,7 @@ reverse order it was taken. Every stage takes the build's `BuildContext`.
 from __future__ import annotations
 
 import secrets
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -21,8 +22,10 @@ from hotsauce import __version__
 from hotsauce.bases import download
 from hotsauce.bases.debian import plan_base, provide_debian_base
 from hotsauce.boot.boot_set import boot_image_set
+from hotsauce.boot.qemu import kvm_probe_started
 from hotsauce.config import BuildConfig, BuildOptions, DebianBase, check_unknown_keys
 from hotsauce.context import BuildContext, BuildPaths, Plan, Stages, checking_cancel, folders_filled_by
+from hotsauce.errors import StageFailed
 from hotsauce.events import Emit, Event, EventKind, Stage, StageTimes, ignore
 from hotsauce.host import cancel, ledger
 from hotsauce.host.cancel import CancelRequested, cancellable
@@ -132,7 +135,7 @@ def _start(config: BuildConfig, options: BuildOptions, emit: Emit, cancel_reques
         plan = make_plan(config, cache, stages.emit, scratch=work)
         staging = held.enter_context(output.staging_folder(options.output))
     return BuildContext(config, options, build_id, cache, log_dir, BuildPaths(work, staging), plan, stages,
-                        recorded, cancel_requested)
+                        recorded, cancel_requested, background=held)
 
 
 def _boot_check(ctx: BuildContext, checks: Sequence[str]) -> None:
@@ -248,6 +251,7 @@ def _base_and_modules(ctx: BuildContext, root: Path, source: DebianBase | Fetche
     runs = plan_runs(ctx.plan.modules)
     with ctx.stage(Stage.BASE):
         layers, done = _fill_root(ctx, root, source, runs)
+    _start_kvm_probe(ctx, root)
     with ctx.stage(Stage.MODULES):
         run_modules(ctx, runs[done:], root, after_run=_storing(layers, done, root))
 
@@ -275,6 +279,22 @@ def _base_filler(ctx: BuildContext, root: Path,
     planned = plan_base(source) if ctx.cache.enabled else None
     return (planned.entry_name if planned else None,
             lambda: provide_debian_base(source, root, ctx.cache, ctx.emit, planned))
+
+
+def _start_kvm_probe(ctx: BuildContext, root: Path) -> None:
+    """Find out, while the modules run, whether KVM runs the base's kernel: the EC2-style set's
+    libvirt.xml says so, and a probe of a kernel that KVM hangs costs its whole bound. The probe
+    boots a copy, so the root can be unmounted whenever the build ends."""
+    if not ctx.config.kernel or plan_disk(ctx.config, ctx.options) is not None:
+        return
+    try:
+        kernel = find_boot_files(root).kernel
+    except StageFailed:
+        return  # a kernel installed by a module is probed when the set is published
+    copy = ctx.paths.work / "kvm-probe-vmlinuz"
+    shutil.copyfile(kernel, copy)
+    remember_in = ctx.cache.folder("kvm-probe") if ctx.cache.enabled else None
+    ctx.background.enter_context(kvm_probe_started(copy, remember_in=remember_in))
 
 
 def _storing(layers: ModuleLayers | None, done: int, root: Path) -> Callable[[int], None]:
