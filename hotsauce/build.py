@@ -8,13 +8,14 @@ reverse order it was taken. Every stage takes the build's `BuildContext`.
 
 from __future__ import annotations
 
+import errno
 import secrets
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ from hotsauce.output.boot_files import copy_boot_files, find_boot_files, read_os
 from hotsauce.output.disk_set import write_disk_set
 from hotsauce.output.imageset import ROOT_LABEL, Manifest, root_image_name
 from hotsauce.rootpath import inside
+from hotsauce.store import set_cache
 from hotsauce.store.cache import Cache, default_cache_dir
 from hotsauce.store.logs import build_log
 
@@ -97,7 +99,10 @@ def build(config: BuildConfig, options: BuildOptions, emit: Emit = ignore, *,
         with ExitStack() as held:
             ctx = _start(config, options, emit, cancel, stages, held)
             source = _root_source(ctx)
-            manifest = _build_into(ctx, source)
+            kept_as = _set_key(ctx, source)
+            manifest = _reused_set(ctx, kept_as) or _build_into(ctx, source)
+            if kept_as is not None:
+                _keep_set(ctx, kept_as)
             if options.boot_checks is not None:
                 with ctx.stage(Stage.BOOT_CHECK):
                     _boot_check(ctx, options.boot_checks)
@@ -193,6 +198,49 @@ def _root_source(ctx: BuildContext) -> DebianBase | FetchedBase:
         return FetchedBase(fetched, identity)
 
 
+def _set_key(ctx: BuildContext, source: DebianBase | FetchedBase) -> str | None:
+    """The key a finished set of this build is kept under, when it has one: with the cache, and
+    modules whose result the module cache keys."""
+    runs = plan_runs(ctx.plan.modules)
+    if not ctx.cache.enabled or not runs:
+        return None
+    identity, _ = _base_filler(ctx, ctx.paths.root, source)
+    if identity is None:
+        return None
+    return set_cache.set_key(layers_for(ctx.cache, identity, ctx.config, runs).keys[-1], ctx.options)
+
+
+def _reused_set(ctx: BuildContext, key: str | None) -> Manifest | None:
+    """The set an identical earlier build wrote, copied from the cache with this build's id, or None."""
+    if key is None:
+        return None
+    with ctx.stage(Stage.CONVERT):
+        entry = set_cache.reuse(ctx.cache, key, ctx.paths.staging)
+        if entry is None:
+            return None
+        manifest = replace(Manifest.read(ctx.paths.staging), build_id=ctx.build_id, created=_now())
+        manifest.write(ctx.paths.staging)
+        output.write_libvirt_xml(ctx.paths.staging, manifest)
+        output.write_checksums(ctx.paths.staging, manifest, only=set_cache.PER_BUILD_FILES)
+        ctx.emit(Event(EventKind.INFO, Stage.CONVERT, f"the set of an identical build served from the cache "
+                       f"({entry.name}): nothing was allocated, run or converted", {"cached": True}))
+    return manifest
+
+
+def _keep_set(ctx: BuildContext, key: str) -> None:
+    """Keep the finished set for an identical build to come; a cache on another filesystem than
+    the output cannot hold hard links of it, and is then not used for sets."""
+    try:
+        set_cache.keep(ctx.cache, key, ctx.paths.staging)
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
 def _build_into(ctx: BuildContext, source: DebianBase | FetchedBase) -> Manifest:
     """The image allocated, filled by the base and the modules, and converted into the staging folder."""
     if (disk_settings := plan_disk(ctx.config, ctx.options)) is not None:
@@ -276,7 +324,9 @@ def _base_filler(ctx: BuildContext, root: Path,
     it fills the root. A Debian base's key is read from the mirror once, only with the cache."""
     if isinstance(source, FetchedBase):
         return source.identity, lambda: archive.extract(source.archive, root, ctx.emit)
-    planned = plan_base(source) if ctx.cache.enabled else None
+    planned = None
+    if ctx.cache.enabled:
+        planned = ctx.base_plans.get(source) or ctx.base_plans.setdefault(source, plan_base(source))
     return (planned.entry_name if planned else None,
             lambda: provide_debian_base(source, root, ctx.cache, ctx.emit, planned))
 
@@ -362,6 +412,6 @@ def _manifest(ctx: BuildContext, root_name: str, os_release: Mapping[str, str]) 
         os_distro=os_release.get("ID"),
         os_version=os_release.get("VERSION_ID"),
         hotsauce_version=__version__,
-        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        created=_now(),
         hostname=ctx.config.hostname,
     )
