@@ -153,3 +153,15 @@ def test_enable_now_prepares_and_plain_enable_does_not(root: Path) -> None:
         assert in_root(root, "systemctl", "enable", "--now", "demo.service").returncode == 0
         assert (root / "run/demo-from-drop-in").is_dir()
     assert (root / "etc/systemd/system/multi-user.target.wants/demo.service").is_symlink()
+
+
+def test_facts_name_the_image_and_replace_what_setup_read_from_the_build_host() -> None:
+    from hotsauce.modules.ansible_plugins.modules import hotsauce_image_facts as facts
+
+    assert facts.name_facts("web1.example.test") == {
+        "hostname": "web1", "nodename": "web1.example.test", "fqdn": "web1.example.test", "domain": "example.test",
+    }  # fmt: skip
+    # gather_facts merges a mapping or list into setup's: only a scalar replaces the host's value.
+    for name in ("default_ipv4", "all_ipv4_addresses", "default_ipv6", "all_ipv6_addresses"):
+        assert facts.NO_HOST_VALUES[name] is None
+    assert facts.NO_HOST_VALUES["virtualization_type"] == "none"
