@@ -21,7 +21,7 @@ from hotsauce import __version__
 from hotsauce.bases import download
 from hotsauce.bases.debian import plan_base, provide_debian_base
 from hotsauce.boot.boot_set import boot_image_set
-from hotsauce.config import BuildConfig, BuildOptions, DebianBase, check_unknown_keys
+from hotsauce.config import BuildConfig, BuildOptions, DebianBase, ModuleKind, check_unknown_keys
 from hotsauce.context import BuildContext, BuildPaths, Plan, Stages, checking_cancel, folders_filled_by
 from hotsauce.events import Emit, Event, EventKind, Stage, StageTimes, ignore
 from hotsauce.host import cancel, ledger
@@ -39,12 +39,13 @@ from hotsauce.image.whole_disk import (
     plan_disk,
     plan_layout,
 )
+from hotsauce.modules import debug_shell
 from hotsauce.modules.ansible_run import run_ansible_modules
 from hotsauce.modules.chroot import build_chroot
-from hotsauce.modules.galaxy import install_requirements
+from hotsauce.modules.galaxy import install_requirements, installed_version
 from hotsauce.modules.python_run import run_python_module
 from hotsauce.modules.resolve import ResolvedModule, module_search, plan_runs, resolve_all, variables_read_by
-from hotsauce.modules.result_cache import ModuleLayers, file_digest, layers_for
+from hotsauce.modules.result_cache import ModuleLayers, download_identity, layers_for, module_digest
 from hotsauce.output import publish as output
 from hotsauce.output.boot_files import copy_boot_files, find_boot_files, read_os_release
 from hotsauce.output.disk_set import write_disk_set
@@ -130,6 +131,7 @@ def _start(config: BuildConfig, options: BuildOptions, emit: Emit, cancel_reques
         config, options, _ = plan_layout(config, options)
         work = held.enter_context(_work_folder(options))
         plan = make_plan(config, cache, stages.emit, scratch=work)
+        debug_shell.check_shell_before(plan.modules, options.shell_before)
         staging = held.enter_context(output.staging_folder(options.output))
     return BuildContext(config, options, build_id, cache, log_dir, BuildPaths(work, staging), plan, stages,
                         recorded, cancel_requested)
@@ -177,8 +179,7 @@ def _root_source(ctx: BuildContext) -> DebianBase | FetchedBase:
         return base
     with ctx.stage(Stage.DOWNLOAD):
         fetched = download.fetch(base, ctx.cache, ctx.emit, scratch=ctx.paths.work)
-        # Known from the download itself: a root_file pulled out below is new every build.
-        identity = f"download:{base.sha256 or file_digest(fetched)}:{base.root_file or ''}"
+        identity = download_identity(base, fetched)
         name = f"download.from {base.url}"
         if base.root_file:
             fetched = archive.extract_member(fetched, base.root_file, ctx.paths.work, name)
@@ -245,9 +246,9 @@ def _build_disk_into(ctx: BuildContext, source: DebianBase | FetchedBase, settin
 
 
 def _base_and_modules(ctx: BuildContext, root: Path, source: DebianBase | FetchedBase) -> None:
-    runs = plan_runs(ctx.plan.modules)
+    runs, cacheable = debug_shell.split_before(plan_runs(ctx.plan.modules), ctx.options.shell_before)
     with ctx.stage(Stage.BASE):
-        layers, done = _fill_root(ctx, root, source, runs)
+        layers, done = _fill_root(ctx, root, source, runs[:cacheable])
     with ctx.stage(Stage.MODULES):
         run_modules(ctx, runs[done:], root, after_run=_storing(layers, done, root))
 
@@ -281,7 +282,7 @@ def _storing(layers: ModuleLayers | None, done: int, root: Path) -> Callable[[in
     """What to do after each module run: keep its result in the cache, when there is one."""
 
     def store(index: int) -> None:
-        if layers is not None:
+        if layers is not None and done + index < len(layers.keys):  # none after a --shell-before
             layers.store(done + index, root)
 
     return store
@@ -310,12 +311,14 @@ def run_modules(ctx: BuildContext, runs: Sequence[Sequence[ResolvedModule]], roo
         ctx.emit(Event(EventKind.INFO, Stage.MODULES, f"running {', '.join(module.name for module in run)}"))
         with ExitStack() as chroot:
             chroot.enter_context(build_chroot(root))
-            if run[0].is_ansible:
-                run_ansible_modules(root, run, cfg, roles_path=ctx.plan.roles_path,
-                                    collections_path=ctx.plan.collections_path, log_dir=ctx.log_dir,
-                                    emit=ctx.emit)
-            else:
-                run_python_module(run[0], root, cfg)
+            debug_shell.shell_before(root, run, ctx.options.shell_before, ctx.log_dir / "build.log")
+            with debug_shell.shell_on_failure(root, run, ctx.options.shell_on_failure, ctx.log_dir / "build.log"):
+                if run[0].is_ansible:
+                    run_ansible_modules(root, run, cfg, roles_path=ctx.plan.roles_path,
+                                        collections_path=ctx.plan.collections_path, log_dir=ctx.log_dir,
+                                        emit=ctx.emit)
+                else:
+                    run_python_module(run[0], root, cfg)
             with cancel.shielded():
                 chroot.close()  # what the run left running is stopped, the kernel filesystems unmounted
         after_run(index)
@@ -344,4 +347,16 @@ def _manifest(ctx: BuildContext, root_name: str, os_release: Mapping[str, str]) 
         hotsauce_version=__version__,
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         hostname=ctx.config.hostname,
+        modules=modules_record(ctx.plan.modules),
     )
+
+
+def modules_record(modules: Sequence[ResolvedModule]) -> tuple[dict[str, object], ...]:
+    """What ran, for the manifest: a changed or upgraded module shows here."""
+    records: list[dict[str, object]] = []
+    for module in modules:
+        record: dict[str, object] = {"name": module.name, "kind": module.kind.value, "digest": module_digest(module)}
+        if module.kind is ModuleKind.ROLE and (version := installed_version(module.path)):
+            record["version"] = version
+        records.append(record)
+    return tuple(records)
