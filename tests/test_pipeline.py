@@ -128,6 +128,8 @@ def test_a_download_build_runs_each_device_command_in_pipeline_order(scene: Scen
         "mount -t sysfs sysfs WORK/root/sys",
         "mount --bind --make-private /dev WORK/root/dev",
         "mount --bind --make-private /dev/pts WORK/root/dev/pts",
+        "mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs WORK/root/run",
+        "umount WORK/root/run",
         "umount WORK/root/dev/pts",
         "umount WORK/root/dev",
         "umount WORK/root/sys",
