@@ -84,7 +84,8 @@ def test_nothing_of_the_build_host_is_templated_into_the_image(built_set: Path, 
         if machine_id:
             assert files_naming(root, machine_id, ".") == []
         # A short host name ("vm") is a word in many files: look where names are written.
-        named = ("etc/motd", "etc/hostname", "etc/hosts", "etc/ssh/sshd_config", "etc/nginx", "var/www")
+        named: tuple[str, ...] = ("etc/motd", "etc/hostname", "etc/hosts", "etc/ssh/sshd_config", "etc/nginx",
+                                  "var/www")
         if len(host_name) >= 6:
             named = ("etc", "var/www")
         if host_name != HOSTNAME:
