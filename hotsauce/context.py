@@ -13,7 +13,7 @@ import errno
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,6 +156,8 @@ class BuildContext:
     stages: Stages
     ledger: Ledger | None  # what the build holds, for `hotsauce cleanup`; None without a writable run folder
     cancel: CancelRequested | None  # asked at stage boundaries and in long waits (hotsauce.host.cancel)
+    # What runs beside the stages until the build ends (a probe, say); released with the build.
+    background: ExitStack
 
     @property
     def emit(self) -> Emit:

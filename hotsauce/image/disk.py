@@ -57,6 +57,11 @@ def write_partition_table(image: Path, repro: Reproducible | None = None) -> Par
     label_id = f"label-id: {repro.mbr_disk_id()}\n" if repro else ""
     layout = f"label: dos\n{label_id}start={PARTITION_START_SECTOR}, type=83, bootable\n"
     proc.run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", image], input_bytes=layout.encode())
+    return read_first_partition(image)
+
+
+def read_first_partition(image: Path) -> Partition:
+    """Where the first partition of the image's MBR lies (the root, as write_partition_table made it)."""
     table = json.loads(proc.output_of(["sfdisk", "--json", image]))["partitiontable"]
     sector_size = table.get("sectorsize", SECTOR)
     first = table["partitions"][0]
