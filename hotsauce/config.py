@@ -470,6 +470,8 @@ BUILD_YAML = Section("a mapping of keys at the top level", nullable=True, open=T
         default=DiskFormat.QCOW2.value, example=["qcow2", "vmdk"]),
     Key("qcow2_compression", Choice.of(Qcow2Compression), "layout disk: how the qcow2 file is compressed "
         "(--qcow2-compression)", default=Qcow2Compression.NONE.value),
+    Key("reproducible", Flag(), "true: byte-identical ext4 root images (the ext4 made again from the finished "
+        "tree, qemu-img writing in order), a few seconds slower (--reproducible)", default=False),
 ))
 
 
@@ -595,6 +597,8 @@ class BuildOptions:
     # and just before the named module runs.
     shell_on_failure: bool = False
     shell_before: str | None = None
+    # True: the slower steps that make the root image byte-identical; None: build.yaml's key.
+    reproducible: bool | None = None
 
 
 # --- loading --------------------------------------------------------------------

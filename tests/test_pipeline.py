@@ -117,7 +117,7 @@ def stage_events(events: list[Event], kind: EventKind) -> list[str]:
 
 def test_a_download_build_runs_each_device_command_in_pipeline_order(scene: Scene) -> None:
     recorder, events = CommandRecorder(), list[Event]()
-    result = recorded_build(scene, ["stamp"], recorder, events)
+    result = recorded_build(scene, ["stamp"], recorder, events, reproducible=True)
     work = work_folder(recorder)
     staging = scene.output.parent / f".{scene.output.name}.partial-{os.getpid()}"
     # UUIDs derived from the inputs (hotsauce.image.reproducible) are checked there, not here.
@@ -164,6 +164,17 @@ def test_a_download_build_runs_each_device_command_in_pipeline_order(scene: Scen
     assert probes in ([], [1])
     assert result.manifest.os_distro == "tiny"  # read from the base the recorder let tar unpack
     assert (scene.output / "root.qcow2").is_file() and not work.exists() and not staging.exists()
+
+
+def test_without_reproducible_the_ext4_is_not_made_again_and_qemu_img_writes_out_of_order(scene: Scene) -> None:
+    recorder = CommandRecorder()
+    recorded_build(scene, ["stamp"], recorder, [])
+    transcript = recorder.transcript()
+    remake = [line for line in transcript
+              if line.split()[0] in ("debugfs", "dumpe2fs", "dd", "fallocate") or " -d " in line or "remount" in line]
+    assert remake == []
+    assert [line.endswith(FAKE_DEVICE) for line in transcript if line.startswith("mkfs.")] == [True]
+    assert [" -W " in line for line in transcript if line.startswith("qemu-img convert")] == [True]
 
 
 def test_a_debian_build_bootstraps_into_the_mounted_root_and_packs_the_set(scene: Scene) -> None:

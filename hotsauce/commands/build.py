@@ -58,6 +58,9 @@ def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
                         help="boot the finished set in QEMU before writing -o; fail the build if it does not come up")
     parser.add_argument("--check", dest="checks", action="append", default=[], metavar="CMD",
                         help="with --boot-check: a command that must succeed inside the booted guest (repeatable)")
+    parser.add_argument("--reproducible", action="store_true", default=None,
+                        help="byte-identical ext4 root images: the ext4 made again from the finished tree "
+                             "and written in order, a few seconds slower (build.yaml: reproducible)")
     parser.add_argument("--shell-on-failure", action="store_true",
                         help="when a module fails, open a shell in the image root before anything is released "
                         "(needs a terminal); exiting it fails the build as usual")
@@ -102,6 +105,7 @@ def options_from(args: argparse.Namespace) -> BuildOptions:
         boot_checks=tuple(args.checks) if args.boot_check else None,
         shell_on_failure=args.shell_on_failure,
         shell_before=args.shell_before,
+        reproducible=args.reproducible,
     )
 
 

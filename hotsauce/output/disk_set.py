@@ -19,9 +19,10 @@ ROOT_DEVICE_NAME = "/dev/xvda"
 
 
 def write_disk_set(raw_disk: Path, staging: Path, settings: DiskSettings, facts: BootFacts,
-                   manifest: Manifest) -> Manifest:
-    """The set in `staging`; `manifest` carries what every set says (build, OS, versions)."""
-    files = convert_disk(raw_disk, staging, settings.formats, settings.compression)
+                   manifest: Manifest, *, in_order: bool = False) -> Manifest:
+    """The set in `staging`; `manifest` carries what every set says (build, OS, versions); `in_order`:
+    see convert_disk."""
+    files = convert_disk(raw_disk, staging, settings.formats, settings.compression, in_order=in_order)
     manifest = replace(
         manifest,
         root=files[0].name,

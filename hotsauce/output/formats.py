@@ -94,14 +94,16 @@ def disk_file_name(disk_format: DiskFormat) -> str:
 
 
 def convert_disk(raw_disk: Path, folder: Path, formats: Sequence[DiskFormat],
-                 compression: Qcow2Compression = Qcow2Compression.NONE) -> tuple[DiskFile, ...]:
-    """One file per format in `folder`, converted from the raw disk; zeroes stay holes."""
-    return tuple(_convert_one(raw_disk, folder / disk_file_name(disk_format), disk_format, compression)
+                 compression: Qcow2Compression = Qcow2Compression.NONE, *, in_order: bool = False
+                 ) -> tuple[DiskFile, ...]:
+    """One file per format in `folder`, converted from the raw disk; zeroes stay holes. `in_order`:
+    written in order, so the same disk gives the same file (reproducible builds), a little slower."""
+    return tuple(_convert_one(raw_disk, folder / disk_file_name(disk_format), disk_format, compression, in_order)
                  for disk_format in formats)
 
 
 def _convert_one(raw_disk: Path, target: Path, disk_format: DiskFormat,
-                 compression: Qcow2Compression) -> DiskFile:
+                 compression: Qcow2Compression, in_order: bool) -> DiskFile:
     driver, options, subformat = _QEMU_IMG[disk_format]
     argv: list[str | Path] = ["qemu-img", "convert", "-m", str(os.cpu_count() or 1), "-f", "raw",
                               "-O", driver, *options]
@@ -110,7 +112,8 @@ def _convert_one(raw_disk: Path, target: Path, disk_format: DiskFormat,
         argv += ["-c", "-o", f"compression_type={compression.value}"]
     else:
         # Out-of-order writes are faster; compressed and stream-optimized output must be written in order.
-        argv += [] if disk_format is DiskFormat.VMDK else ["-W"]
+        # Out-of-order writes also place a qcow2's clusters differently each time.
+        argv += [] if disk_format is DiskFormat.VMDK or in_order else ["-W"]
     proc.run([*argv, raw_disk, target])
     os.chmod(target, SET_FILE_MODE)
     info = image_info(target, driver)

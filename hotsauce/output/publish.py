@@ -51,19 +51,21 @@ def staging_folder(output: Path) -> Iterator[Path]:
 
 
 def convert_root_image(disk: Path, partition: Partition, target: Path,
-                       image_format: ImageFormat, strip: bool) -> None:
+                       image_format: ImageFormat, strip: bool, *, in_order: bool = False) -> None:
     """The root filesystem (or, without strip, the whole disk) as qcow2 or raw.
 
     qemu-img's raw driver reads a byte range of the disk, so the partition
-    is cut out without copying it first; zeroes stay holes. Written in order
-    (no -W): out-of-order writes place a qcow2's clusters differently each
-    time, and the same root must give the same file.
+    is cut out without copying it first; zeroes stay holes. Out-of-order
+    writes (-W) are faster, but place a qcow2's clusters differently each
+    time: with `in_order` (reproducible builds) the same root gives the same
+    file.
     """
     source = (
         f"driver=raw,offset={partition.offset},size={partition.size},file.driver=file,file.filename={disk}"
         if strip else f"driver=raw,file.driver=file,file.filename={disk}"
     )
-    proc.run(["qemu-img", "convert", "-m", str(os.cpu_count() or 1), "--image-opts", source,
+    out_of_order = [] if in_order else ["-W"]
+    proc.run(["qemu-img", "convert", "-m", str(os.cpu_count() or 1), *out_of_order, "--image-opts", source,
               "-O", image_format.value, target])
     os.chmod(target, SET_FILE_MODE)
 
