@@ -23,6 +23,7 @@ from hotsauce.errors import HotsauceError, Interrupted
 # Modules that add a subcommand, in the order `hotsauce --help` lists them.
 COMMAND_MODULES = (
     "hotsauce.commands.build",
+    "hotsauce.commands.fleet",
     "hotsauce.commands.boot",
     "hotsauce.commands.upload",
     "hotsauce.commands.unpack",
