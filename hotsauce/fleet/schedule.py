@@ -148,6 +148,8 @@ class Fleet:
         shutil.rmtree(incoming, ignore_errors=True)
         log = self.outdir / f"{record.spec.name}.log"
         result = self.run_build(record.spec, builder, incoming, log)
+        for leftover in incoming.parent.glob(f"{incoming.name}.*"):  # the playbook's archives, when cut short
+            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
         if log.exists():
             record.log = log
         problem = set_problem(incoming) if result.ending is Ending.DONE else None
