@@ -44,15 +44,26 @@ def run_playbook(playbook: Path, inventory: Path, builder: str, extravars: Mappi
             inventory=str(inventory),
             limit=builder,
             extravars=dict(extravars),
-            # ansible-runner turns host key checking off unless told: a builder's key is checked
-            # as Ansible does by default, unless the user's environment says otherwise.
-            envvars={"PATH": path_with_ansible(), "ANSIBLE_NOCOLOR": "1",
-                     "ANSIBLE_HOST_KEY_CHECKING": os.environ.get("ANSIBLE_HOST_KEY_CHECKING", "True")},
+            envvars={"PATH": path_with_ansible(), "ANSIBLE_NOCOLOR": "1", **connection_defaults()},
             cancel_callback=cancelled,
             suppress_env_files=True,
             quiet=True,
         )
         return result_of(str(runner.status), list(runner.events))
+
+
+def connection_defaults() -> dict[str, str]:
+    """Ansible settings for the builders, each overridden by the user's environment (and by
+    the inventory, which Ansible reads over these)."""
+    defaults = {
+        # ansible-runner turns host key checking off unless told: a builder's key is checked,
+        # as Ansible does by default.
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        # A module goes over the SSH connection that runs it: one connection per task instead
+        # of three, and no terminal is asked of the builder (a build needs none).
+        "ANSIBLE_PIPELINING": "True",
+    }
+    return {name: os.environ.get(name, value) for name, value in defaults.items()}
 
 
 def result_of(status: str, events: list[dict[str, Any]]) -> PlaybookResult:
