@@ -18,6 +18,7 @@ packages=(
   zstd pigz xz-utils bzip2         # archives
   acl attr              # ACLs and xattrs survive extraction
   rpm                   # rpmbuild for the install_rpms tests
+  bubblewrap            # bwrap: the sandbox every command in an image runs in
   python3 python3-venv git ca-certificates
 )
 

@@ -17,6 +17,7 @@ from hotsauce.errors import StageFailed
 from hotsauce.host.ledger import Kind, held
 from hotsauce.host.proc import run
 from hotsauce.host.release import remove, stop_processes_holding
+from hotsauce.modules.sandbox import sandbox_state
 
 # Exit status 101 tells invoke-rc.d (and deb-systemd-invoke) "action forbidden".
 POLICY_RC_D = "#!/bin/sh\n# hotsauce: no service starts while the image is being built\nexit 101\n"
@@ -196,7 +197,8 @@ def build_chroot(root: Path) -> Iterator[None]:
     units and answers start/restart with a no-op success);
     the host's resolver usable for name resolution inside the chroot, while the image's
     own /etc/resolv.conf, /etc/hostname, /etc/hosts are exactly as before once released
-    (hostname and hosts are never touched). Everything released in reverse order, also
+    (hostname and hosts are never touched); the sandbox state (hotsauce.modules.sandbox)
+    that commands run in the image share. Everything released in reverse order, also
     on exceptions, after stopping any process still running inside the root."""
     root = root.absolute()
     if not (root / "etc").is_dir():
@@ -208,5 +210,8 @@ def build_chroot(root: Path) -> Iterator[None]:
         stack.enter_context(replaced_program(root, START_STOP_DAEMON, start_stop_daemon_stub))
         stack.enter_context(replaced_program(root, SYSTEMCTL, offline_systemctl))
         stack.enter_context(replaced_file(root, "etc/resolv.conf", host_resolver_config(), 0o644))
+        # What runs in the image runs sandboxed (hotsauce.modules.sandbox): its private
+        # /proc/sys, network namespace and stubs live as long as the chroot.
+        stack.enter_context(sandbox_state(root))
         stack.enter_context(processes_stopped_on_release(root))
         yield
