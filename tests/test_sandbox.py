@@ -51,7 +51,7 @@ VOLATILE_SYSCTL = re.compile(
     r"|net\.netfilter\.nf_conntrack_count|vm\.stat_refresh|kernel\.sched_|kernel\.hung_task)"
 )
 # The parameters the roles set: these must be exactly the host's own.
-SET_BY_ROLES = ("vm.swappiness", "vm.vfs_cache_pressure", "net.ipv4.ip_forward", "kernel.sysrq")
+SET_BY_ROLES = ("vm.swappiness", "vm.vfs_cache_pressure", "net.ipv4.ip_forward", "kernel.panic")
 CANARY_CHAIN = f"HOTSAUCE-CANARY-{os.getpid()}"
 
 

@@ -17,7 +17,7 @@ from hotsauce.errors import StageFailed
 from hotsauce.host.ledger import Kind, held
 from hotsauce.host.proc import run
 from hotsauce.host.release import remove, stop_processes_holding
-from hotsauce.modules.sandbox import sandbox_state
+from hotsauce.modules.sandbox import sandbox_state, stop_sandboxes
 
 # Exit status 101 tells invoke-rc.d (and deb-systemd-invoke) "action forbidden".
 POLICY_RC_D = "#!/bin/sh\n# hotsauce: no service starts while the image is being built\nexit 101\n"
@@ -168,8 +168,10 @@ def stop_processes_in(root: Path) -> None:
 
     Ansible's workers run in sessions of their own, so when a run is cancelled
     the commands they started in the image outlive ansible-playbook; a daemon
-    started by hand would too. Nothing of the build may keep running.
+    started by hand would too. Nothing of the build may keep running. Sandboxed
+    commands go first: they are found by their bwrap, not by their paths.
     """
+    stop_sandboxes(root)
     stop_processes_holding(root.resolve())
 
 

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
@@ -29,6 +31,7 @@ from pathlib import Path
 from hotsauce.errors import StageFailed
 from hotsauce.host import ledger
 from hotsauce.host.proc import run
+from hotsauce.host.release import KILL_WAIT_SECONDS, STOP_GRACE_SECONDS
 from hotsauce.modules.ansible_plugins.connection.hotsauce_chroot import (
     STATE_NETNS,
     STATE_STUB,
@@ -129,3 +132,36 @@ def private_network_namespace(path: Path) -> Iterator[None]:
             yield
         finally:
             run(["umount", path])
+
+
+def stop_sandboxes(root: Path) -> list[int]:
+    """SIGTERM, then SIGKILL, the bwrap processes of every sandbox of `root` still running;
+    each takes its sandbox's processes with it (its PID namespace ends). Returns the pids."""
+    signalled: list[int] = []
+    for sig, wait in ((signal.SIGTERM, STOP_GRACE_SECONDS), (signal.SIGKILL, KILL_WAIT_SECONDS)):
+        pids = sandbox_processes(root)
+        for pid in pids:
+            with suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        signalled += [pid for pid in pids if pid not in signalled]
+        deadline = time.monotonic() + wait
+        while sandbox_processes(root) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    return signalled
+
+
+def sandbox_processes(root: Path) -> list[int]:
+    """The bwrap processes whose sandbox is `root` (they bind it as their /)."""
+    bind = [b"--bind", os.path.realpath(root).encode(), b"/"]
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            argv = Path(entry.path, "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile
+        if os.path.basename(argv[0]) == b"bwrap" and any(
+                argv[i:i + 3] == bind for i in range(len(argv) - 2)):
+            found.append(int(entry.name))
+    return found

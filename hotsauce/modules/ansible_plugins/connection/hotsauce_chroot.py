@@ -31,6 +31,7 @@ Without bwrap at all, the plugin falls back to plain chroot with a warning.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shlex
 import shutil
@@ -92,6 +93,7 @@ STATE_PARENT = "/run/hotsauce-sandbox"
 STATE_SYSCTL = "sys"  # the private copy of /proc/sys
 STATE_NETNS = "net"  # a bind mount of the build's private network namespace
 STATE_STUB = "absorb"  # the stub bound over programs that would act on the host
+STATE_PROGRAMS = "programs.json"  # which programs of the image the stub covers (a cache)
 # Inside the sandbox (its own tmpfs /run): the network namespace, the real programs
 # behind the stubs (by every name they are called by), and their files.
 SANDBOX_DIR = "/run/hotsauce"
@@ -174,15 +176,16 @@ def sandbox_argv(root: str, argv: t.Sequence[str], *, hostname: str | None = Non
     """The argument list that runs `argv` inside the image `root`, sandboxed; plain chroot
     when bwrap is not installed (the caller warns). `hostname` defaults to the image's own.
 
-    `env -C ROOT` gives bwrap's own process a working folder in the root, so that whatever
-    stops the processes holding the root (hotsauce.host.release) finds it, and bwrap's
-    --die-with-parent and PID namespace take every process of the sandbox with it."""
+    The sandbox's processes see the root as `/`, so what looks for processes inside the root
+    by their paths does not find them: hotsauce finds them by bwrap's `--bind ROOT /`
+    (hotsauce.modules.sandbox.stop_sandboxes), and with --die-with-parent and a PID
+    namespace, stopping bwrap stops every process of the sandbox."""
     root = os.path.realpath(root)
     if not bwrap_available():
         return ["chroot", root, *argv]
     state = state_folder(root)
     stateful = os.path.isdir(state)
-    command = ["env", "-C", root, BWRAP, "--die-with-parent", "--unshare-pid", "--unshare-uts",
+    command = [BWRAP, "--die-with-parent", "--unshare-pid", "--unshare-uts",
                "--unshare-ipc", "--hostname", hostname or image_hostname(root),
                "--bind", root, "/", "--proc", "/proc", "--dev", "/dev", "--ro-bind", "/sys", "/sys",
                "--tmpfs", "/run", "--dir", SANDBOX_REAL, "--chdir", "/"]
@@ -193,7 +196,7 @@ def sandbox_argv(root: str, argv: t.Sequence[str], *, hostname: str | None = Non
         command += ["--bind", os.path.join(state, STATE_SYSCTL), "/proc/sys"]
         if os.path.exists(os.path.join(state, STATE_NETNS)):
             command += ["--ro-bind", os.path.join(state, STATE_NETNS), SANDBOX_NETNS]
-        command += stub_binds(root, os.path.join(state, STATE_STUB))
+        command += stub_binds(root, state)
     return [*command, "--", *argv]
 
 
@@ -208,30 +211,72 @@ def image_hostname(root: str) -> str:
     return name if name and len(name) <= 64 and "/" not in name else "localhost"
 
 
-def stub_binds(root: str, stub: str) -> list[str]:
+def stub_binds(root: str, state: str) -> list[str]:
     """bwrap options putting the stub over each program of the image that would act on the
     host (found anew for every command: a role may just have installed nftables), and the
     real program, under every name it was called by, in SANDBOX_REAL."""
-    names_by_file: dict[str, list[str]] = {}
-    for name in (*ABSORBED_PROGRAMS, *NETWORK_PROGRAMS, *ALSO_NAMES):
-        for folder in PROGRAM_FOLDERS:
-            real = resolve_in_root(root, f"{folder}/{name}")
-            if real is not None and os.path.isfile(os.path.join(root, real.lstrip("/"))):
-                names = names_by_file.setdefault(real, [])
-                if name not in names:
-                    names.append(name)
+    names_by_file = programs_to_stub(root, state)
+    stub = os.path.join(state, STATE_STUB)
     options: list[str] = []
     linked: set[str] = set()  # a name found in two folders: the first, as PATH finds it
     for number, (real, names) in enumerate(sorted(names_by_file.items())):
         if all(name in ALSO_NAMES for name in names):
             continue  # kmod reached only as lsmod/depmod: nothing to absorb
         kept = f"{SANDBOX_REAL}/.{number}"
-        options += ["--ro-bind", os.path.join(root, real.lstrip("/")), kept]
+        options += ["--ro-bind", root + real, kept]
         for name in sorted({*names, os.path.basename(real)} - linked):
             options += ["--symlink", kept, f"{SANDBOX_REAL}/{name}"]
             linked.add(name)
         options += ["--ro-bind", stub, real]
     return options
+
+
+def programs_to_stub(root: str, state: str) -> dict[str, list[str]]:
+    """Each program file of the image to cover with the stub -> the names it is called by.
+
+    Finding them costs some 40 symlink resolutions; the answer is kept in the state folder
+    until a program folder or /etc/alternatives changes (dpkg and update-alternatives
+    rename entries into place, which changes their folder's mtime)."""
+    folders = sorted(filter(None, dict.fromkeys(resolve_in_root(root, f) for f in PROGRAM_FOLDERS)))
+    key = []
+    for folder in [*folders, "/etc/alternatives"]:
+        try:
+            key.append(f"{folder}:{os.stat(root + folder).st_mtime_ns}")
+        except OSError:
+            key.append(f"{folder}:-")
+    cache = os.path.join(state, STATE_PROGRAMS)
+    try:
+        with open(cache, encoding="utf-8") as file:
+            cached = json.load(file)
+        if cached["key"] == key:
+            return t.cast(dict[str, list[str]], cached["programs"])
+    except (OSError, ValueError, KeyError):
+        pass
+    programs = find_programs_to_stub(root, folders)
+    # Written aside and renamed: parallel tasks never read half a file.
+    partial = f"{cache}.{os.getpid()}"
+    with open(partial, "w", encoding="utf-8") as file:
+        json.dump({"key": key, "programs": programs}, file)
+    os.replace(partial, cache)
+    return programs
+
+
+def find_programs_to_stub(root: str, folders: list[str]) -> dict[str, list[str]]:
+    wanted = {*ABSORBED_PROGRAMS, *NETWORK_PROGRAMS, *ALSO_NAMES}
+    names_by_file: dict[str, list[str]] = {}
+    for folder in folders:
+        try:
+            present = wanted.intersection(os.listdir(root + folder))
+        except OSError:
+            continue
+        for name in sorted(present):
+            path = f"{folder}/{name}"
+            real = resolve_in_root(root, path) if os.path.islink(root + path) else path
+            if real is not None and os.path.isfile(root + real):
+                names = names_by_file.setdefault(real, [])
+                if name not in names:
+                    names.append(name)
+    return names_by_file
 
 
 def resolve_in_root(root: str, path: str, hops: int = 40) -> str | None:
