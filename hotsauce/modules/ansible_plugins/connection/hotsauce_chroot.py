@@ -218,14 +218,19 @@ def stub_binds(root: str, state: str) -> list[str]:
     names_by_file = programs_to_stub(root, state)
     stub = os.path.join(state, STATE_STUB)
     options: list[str] = []
+    covered = {real: names for real, names in names_by_file.items()
+               if not all(name in ALSO_NAMES for name in names)}  # kmod only as lsmod: nothing to absorb
+    # The real programs stay reachable through a bind of their folder (one mount per folder,
+    # not per program: every mount is paid again by every command).
+    kept = {folder: f"{SANDBOX_REAL}/.{number}"
+            for number, folder in enumerate(sorted({os.path.dirname(real) for real in covered}))}
+    for folder, place in kept.items():
+        options += ["--bind", root + folder, place]
     linked: set[str] = set()  # a name found in two folders: the first, as PATH finds it
-    for number, (real, names) in enumerate(sorted(names_by_file.items())):
-        if all(name in ALSO_NAMES for name in names):
-            continue  # kmod reached only as lsmod/depmod: nothing to absorb
-        kept = f"{SANDBOX_REAL}/.{number}"
-        options += ["--ro-bind", root + real, kept]
+    for real, names in sorted(covered.items()):
+        target = f"{kept[os.path.dirname(real)]}/{os.path.basename(real)}"
         for name in sorted({*names, os.path.basename(real)} - linked):
-            options += ["--symlink", kept, f"{SANDBOX_REAL}/{name}"]
+            options += ["--symlink", target, f"{SANDBOX_REAL}/{name}"]
             linked.add(name)
         options += ["--ro-bind", stub, real]
     return options
