@@ -31,7 +31,14 @@ from hotsauce.image import archive, disk
 from hotsauce.image.bootloader import make_bootable
 from hotsauce.image.identity import scrub_image, set_identity
 from hotsauce.image.partitions import attached_disk
-from hotsauce.image.whole_disk import DiskSettings, allocate_disk, format_disk, plan_disk, plan_layout
+from hotsauce.image.whole_disk import (
+    DiskSettings,
+    allocate_disk,
+    check_base_boots,
+    format_disk,
+    plan_disk,
+    plan_layout,
+)
 from hotsauce.modules.ansible_run import run_ansible_modules
 from hotsauce.modules.chroot import build_chroot
 from hotsauce.modules.galaxy import install_requirements
@@ -176,8 +183,10 @@ def _root_source(ctx: BuildContext) -> DebianBase | FetchedBase:
         if base.root_file:
             fetched = archive.extract_member(fetched, base.root_file, ctx.paths.work, name)
             name = f"download.root_file {base.root_file}"
-        unpacked = archive.check_members(fetched, name)
+        paths: set[str] = set()
+        unpacked = archive.check_members(fetched, name, paths)
         archive.check_fits(unpacked, ctx.options.size, name)
+        check_base_boots(paths, plan_disk(ctx.config, ctx.options), name)
         return FetchedBase(fetched, identity)
 
 
