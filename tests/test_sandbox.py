@@ -22,9 +22,9 @@ import pytest
 
 from hotsauce.modules.chroot import build_chroot
 from hotsauce.modules.sandbox import command_in_image, run_in_image, state_folder
+from tests.host_digests import changed_folders, host_digests
 from tests.image_root import extracted_root, mounts_under
 from tests.images import mounted_root_image, run_hotsauce
-from tests.test_host_untouched import changed_folders, host_digests
 
 pytestmark = pytest.mark.integration
 
