@@ -193,6 +193,9 @@ def test_capabilities_that_reach_the_host_kernel_are_dropped(sandboxed_root: Pat
     dropped = {16: "CAP_SYS_MODULE", 25: "CAP_SYS_TIME", 22: "CAP_SYS_BOOT", 17: "CAP_SYS_RAWIO"}
     for bit, name in dropped.items():
         assert not effective & (1 << bit), name
+    bounding = int(in_sandbox(sandboxed_root, "grep CapBnd /proc/self/status").stdout.split()[-1], 16)
+    for bit, name in dropped.items():
+        assert not bounding & (1 << bit), f"{name} can come back through file capabilities"
     kept = {0: "CAP_CHOWN", 1: "CAP_DAC_OVERRIDE", 3: "CAP_FOWNER", 6: "CAP_SETGID", 7: "CAP_SETUID"}
     for bit, name in kept.items():
         assert effective & (1 << bit), name

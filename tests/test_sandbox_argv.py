@@ -55,7 +55,8 @@ def options_of(argv: list[str], flag: str, count: int) -> list[tuple[str, ...]]:
 
 def test_each_command_gets_its_own_namespaces_dev_proc_and_run(fake_root: Path) -> None:
     argv = command_in_image(fake_root, ["/bin/true"])
-    assert argv[0] == "bwrap" and argv[-2:] == ["--", "/bin/true"]
+    assert argv[0] == "setpriv" and "-sys_module" in argv[2].split(",") and argv[3] == "bwrap"
+    assert argv[-2:] == ["--", "/bin/true"]
     assert {"--unshare-pid", "--unshare-uts", "--unshare-ipc", "--die-with-parent"} <= set(argv)
     assert ("/dev",) in options_of(argv, "--dev", 1) and ("/proc",) in options_of(argv, "--proc", 1)
     assert ("/run",) in options_of(argv, "--tmpfs", 1)

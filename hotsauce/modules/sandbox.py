@@ -161,7 +161,8 @@ def sandbox_processes(root: Path) -> list[int]:
             argv = Path(entry.path, "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue  # gone meanwhile
-        if os.path.basename(argv[0]) == b"bwrap" and any(
+        # setpriv execs bwrap: the process is bwrap by then.
+        if os.path.basename(argv[0]) in (b"bwrap", b"setpriv") and any(
                 argv[i:i + 3] == bind for i in range(len(argv) - 2)):
             found.append(int(entry.name))
     return found

@@ -192,6 +192,12 @@ def sandbox_argv(root: str, argv: t.Sequence[str], *, hostname: str | None = Non
     dropped = DROPPED_CAPABILITIES if stateful else DROPPED_CAPABILITIES + STATEFUL_CAPABILITIES
     for capability in dropped:
         command += ["--cap-drop", capability]
+    if shutil.which("setpriv"):
+        # bwrap, run as root, drops capabilities from what its command has but not from the
+        # bounding set, so a program with file capabilities would get them back: setpriv
+        # takes them out of the bounding set before bwrap starts (bwrap needs none of them).
+        bounding = ",".join("-" + name.removeprefix("CAP_").lower() for name in DROPPED_CAPABILITIES)
+        command = ["setpriv", "--bounding-set", bounding, *command]
     if stateful:
         command += ["--bind", os.path.join(state, STATE_SYSCTL), "/proc/sys"]
         if os.path.exists(os.path.join(state, STATE_NETNS)):
