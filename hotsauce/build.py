@@ -8,12 +8,14 @@ reverse order it was taken. Every stage takes the build's `BuildContext`.
 
 from __future__ import annotations
 
+import errno
 import secrets
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,10 @@ from hotsauce import __version__
 from hotsauce.bases import download
 from hotsauce.bases.debian import plan_base, provide_debian_base
 from hotsauce.boot.boot_set import boot_image_set
-from hotsauce.config import BuildConfig, BuildOptions, DebianBase, check_unknown_keys
+from hotsauce.boot.qemu import kvm_probe_started
+from hotsauce.config import BuildConfig, BuildOptions, DebianBase, ModuleKind, check_unknown_keys
 from hotsauce.context import BuildContext, BuildPaths, Plan, Stages, checking_cancel, folders_filled_by
+from hotsauce.errors import StageFailed
 from hotsauce.events import Emit, Event, EventKind, Stage, StageTimes, ignore
 from hotsauce.host import cancel, ledger
 from hotsauce.host.cancel import CancelRequested, cancellable
@@ -39,17 +43,19 @@ from hotsauce.image.whole_disk import (
     plan_disk,
     plan_layout,
 )
+from hotsauce.modules import debug_shell
 from hotsauce.modules.ansible_run import run_ansible_modules
 from hotsauce.modules.chroot import build_chroot
-from hotsauce.modules.galaxy import install_requirements
+from hotsauce.modules.galaxy import install_requirements, installed_version
 from hotsauce.modules.python_run import run_python_module
 from hotsauce.modules.resolve import ResolvedModule, module_search, plan_runs, resolve_all, variables_read_by
-from hotsauce.modules.result_cache import ModuleLayers, file_digest, layers_for
+from hotsauce.modules.result_cache import ModuleLayers, download_identity, layers_for, module_digest
 from hotsauce.output import publish as output
 from hotsauce.output.boot_files import copy_boot_files, find_boot_files, read_os_release
 from hotsauce.output.disk_set import write_disk_set
 from hotsauce.output.imageset import ROOT_LABEL, Manifest, root_image_name
 from hotsauce.rootpath import inside
+from hotsauce.store import set_cache
 from hotsauce.store.cache import Cache, default_cache_dir
 from hotsauce.store.logs import build_log
 
@@ -94,7 +100,10 @@ def build(config: BuildConfig, options: BuildOptions, emit: Emit = ignore, *,
         with ExitStack() as held:
             ctx = _start(config, options, emit, cancel, stages, held)
             source = _root_source(ctx)
-            manifest = _build_into(ctx, source)
+            kept_as = _set_key(ctx, source)
+            manifest = _reused_set(ctx, kept_as) or _build_into(ctx, source)
+            if kept_as is not None:
+                _keep_set(ctx, kept_as)
             if options.boot_checks is not None:
                 with ctx.stage(Stage.BOOT_CHECK):
                     _boot_check(ctx, options.boot_checks)
@@ -130,9 +139,10 @@ def _start(config: BuildConfig, options: BuildOptions, emit: Emit, cancel_reques
         config, options, _ = plan_layout(config, options)
         work = held.enter_context(_work_folder(options))
         plan = make_plan(config, cache, stages.emit, scratch=work)
+        debug_shell.check_shell_before(plan.modules, options.shell_before)
         staging = held.enter_context(output.staging_folder(options.output))
     return BuildContext(config, options, build_id, cache, log_dir, BuildPaths(work, staging), plan, stages,
-                        recorded, cancel_requested)
+                        recorded, cancel_requested, background=held)
 
 
 def _boot_check(ctx: BuildContext, checks: Sequence[str]) -> None:
@@ -177,8 +187,7 @@ def _root_source(ctx: BuildContext) -> DebianBase | FetchedBase:
         return base
     with ctx.stage(Stage.DOWNLOAD):
         fetched = download.fetch(base, ctx.cache, ctx.emit, scratch=ctx.paths.work)
-        # Known from the download itself: a root_file pulled out below is new every build.
-        identity = f"download:{base.sha256 or file_digest(fetched)}:{base.root_file or ''}"
+        identity = download_identity(base, fetched)
         name = f"download.from {base.url}"
         if base.root_file:
             fetched = archive.extract_member(fetched, base.root_file, ctx.paths.work, name)
@@ -188,6 +197,49 @@ def _root_source(ctx: BuildContext) -> DebianBase | FetchedBase:
         archive.check_fits(unpacked, ctx.options.size, name)
         check_base_boots(paths, plan_disk(ctx.config, ctx.options), name)
         return FetchedBase(fetched, identity)
+
+
+def _set_key(ctx: BuildContext, source: DebianBase | FetchedBase) -> str | None:
+    """The key a finished set of this build is kept under, when it has one: with the cache, and
+    modules whose result the module cache keys."""
+    runs = plan_runs(ctx.plan.modules)
+    if not ctx.cache.enabled or not runs or ctx.options.shell_before is not None:
+        return None  # (what is typed in a shell before a module is in no key)
+    identity, _ = _base_filler(ctx, ctx.paths.root, source)
+    if identity is None:
+        return None
+    return set_cache.set_key(layers_for(ctx.cache, identity, ctx.config, runs).keys[-1], ctx.options)
+
+
+def _reused_set(ctx: BuildContext, key: str | None) -> Manifest | None:
+    """The set an identical earlier build wrote, copied from the cache with this build's id, or None."""
+    if key is None:
+        return None
+    with ctx.stage(Stage.CONVERT):
+        entry = set_cache.reuse(ctx.cache, key, ctx.paths.staging)
+        if entry is None:
+            return None
+        manifest = replace(Manifest.read(ctx.paths.staging), build_id=ctx.build_id, created=_now())
+        manifest.write(ctx.paths.staging)
+        output.write_libvirt_xml(ctx.paths.staging, manifest)
+        output.write_checksums(ctx.paths.staging, manifest, only=set_cache.PER_BUILD_FILES)
+        ctx.emit(Event(EventKind.INFO, Stage.CONVERT, f"the set of an identical build served from the cache "
+                       f"({entry.name}): nothing was allocated, run or converted", {"cached": True}))
+    return manifest
+
+
+def _keep_set(ctx: BuildContext, key: str) -> None:
+    """Keep the finished set for an identical build to come; a cache on another filesystem than
+    the output cannot hold hard links of it, and is then not used for sets."""
+    try:
+        set_cache.keep(ctx.cache, key, ctx.paths.staging)
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _build_into(ctx: BuildContext, source: DebianBase | FetchedBase) -> Manifest:
@@ -245,9 +297,10 @@ def _build_disk_into(ctx: BuildContext, source: DebianBase | FetchedBase, settin
 
 
 def _base_and_modules(ctx: BuildContext, root: Path, source: DebianBase | FetchedBase) -> None:
-    runs = plan_runs(ctx.plan.modules)
+    runs, cacheable = debug_shell.split_before(plan_runs(ctx.plan.modules), ctx.options.shell_before)
     with ctx.stage(Stage.BASE):
-        layers, done = _fill_root(ctx, root, source, runs)
+        layers, done = _fill_root(ctx, root, source, runs[:cacheable])
+    _start_kvm_probe(ctx, root)
     with ctx.stage(Stage.MODULES):
         run_modules(ctx, runs[done:], root, after_run=_storing(layers, done, root))
 
@@ -272,16 +325,34 @@ def _base_filler(ctx: BuildContext, root: Path,
     it fills the root. A Debian base's key is read from the mirror once, only with the cache."""
     if isinstance(source, FetchedBase):
         return source.identity, lambda: archive.extract(source.archive, root, ctx.emit)
-    planned = plan_base(source) if ctx.cache.enabled else None
+    planned = None
+    if ctx.cache.enabled:
+        planned = ctx.base_plans.get(source) or ctx.base_plans.setdefault(source, plan_base(source))
     return (planned.entry_name if planned else None,
             lambda: provide_debian_base(source, root, ctx.cache, ctx.emit, planned))
+
+
+def _start_kvm_probe(ctx: BuildContext, root: Path) -> None:
+    """Find out, while the modules run, whether KVM runs the base's kernel: the EC2-style set's
+    libvirt.xml says so, and a probe of a kernel that KVM hangs costs its whole bound. The probe
+    boots a copy, so the root can be unmounted whenever the build ends."""
+    if not ctx.config.kernel or plan_disk(ctx.config, ctx.options) is not None:
+        return
+    try:
+        kernel = find_boot_files(root).kernel
+    except StageFailed:
+        return  # a kernel installed by a module is probed when the set is published
+    copy = ctx.paths.work / "kvm-probe-vmlinuz"
+    shutil.copyfile(kernel, copy)
+    remember_in = ctx.cache.folder("kvm-probe") if ctx.cache.enabled else None
+    ctx.background.enter_context(kvm_probe_started(copy, remember_in=remember_in))
 
 
 def _storing(layers: ModuleLayers | None, done: int, root: Path) -> Callable[[int], None]:
     """What to do after each module run: keep its result in the cache, when there is one."""
 
     def store(index: int) -> None:
-        if layers is not None:
+        if layers is not None and done + index < len(layers.keys):  # none after a --shell-before
             layers.store(done + index, root)
 
     return store
@@ -310,12 +381,14 @@ def run_modules(ctx: BuildContext, runs: Sequence[Sequence[ResolvedModule]], roo
         ctx.emit(Event(EventKind.INFO, Stage.MODULES, f"running {', '.join(module.name for module in run)}"))
         with ExitStack() as chroot:
             chroot.enter_context(build_chroot(root))
-            if run[0].is_ansible:
-                run_ansible_modules(root, run, cfg, roles_path=ctx.plan.roles_path,
-                                    collections_path=ctx.plan.collections_path, log_dir=ctx.log_dir,
-                                    emit=ctx.emit)
-            else:
-                run_python_module(run[0], root, cfg)
+            debug_shell.shell_before(root, run, ctx.options.shell_before, ctx.log_dir / "build.log")
+            with debug_shell.shell_on_failure(root, run, ctx.options.shell_on_failure, ctx.log_dir / "build.log"):
+                if run[0].is_ansible:
+                    run_ansible_modules(root, run, cfg, roles_path=ctx.plan.roles_path,
+                                        collections_path=ctx.plan.collections_path, log_dir=ctx.log_dir,
+                                        emit=ctx.emit)
+                else:
+                    run_python_module(run[0], root, cfg)
             with cancel.shielded():
                 chroot.close()  # what the run left running is stopped, the kernel filesystems unmounted
         after_run(index)
@@ -342,6 +415,18 @@ def _manifest(ctx: BuildContext, root_name: str, os_release: Mapping[str, str]) 
         os_distro=os_release.get("ID"),
         os_version=os_release.get("VERSION_ID"),
         hotsauce_version=__version__,
-        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        created=_now(),
         hostname=ctx.config.hostname,
+        modules=modules_record(ctx.plan.modules),
     )
+
+
+def modules_record(modules: Sequence[ResolvedModule]) -> tuple[dict[str, object], ...]:
+    """What ran, for the manifest: a changed or upgraded module shows here."""
+    records: list[dict[str, object]] = []
+    for module in modules:
+        record: dict[str, object] = {"name": module.name, "kind": module.kind.value, "digest": module_digest(module)}
+        if module.kind is ModuleKind.ROLE and (version := installed_version(module.path)):
+            record["version"] = version
+        records.append(record)
+    return tuple(records)
