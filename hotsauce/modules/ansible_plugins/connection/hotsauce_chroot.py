@@ -188,7 +188,10 @@ def sandbox_argv(root: str, argv: t.Sequence[str], *, hostname: str | None = Non
     command = [BWRAP, "--die-with-parent", "--unshare-pid", "--unshare-uts",
                "--unshare-ipc", "--hostname", hostname or image_hostname(root),
                "--bind", root, "/", "--proc", "/proc", "--dev", "/dev", "--ro-bind", "/sys", "/sys",
-               "--tmpfs", "/run", "--dir", SANDBOX_REAL, "--chdir", "/"]
+               # The build's own tmpfs /run (hotsauce.modules.chroot: what "started" services
+               # prepared there) when it has one, else a fresh one; the sandbox's folder is its own.
+               *([] if os.path.ismount(os.path.join(root, "run")) else ["--tmpfs", "/run"]),
+               "--tmpfs", SANDBOX_DIR, "--dir", SANDBOX_REAL, "--chdir", "/"]
     dropped = DROPPED_CAPABILITIES if stateful else DROPPED_CAPABILITIES + STATEFUL_CAPABILITIES
     for capability in dropped:
         command += ["--cap-drop", capability]
