@@ -40,12 +40,15 @@ users_list:
   - name: deploy
     groups: [ops]
     ssh_keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHotSauceGalaxyStyleTestKey deploy@test"]
+  - running_module
+  - running_firewall
 sshd_allow_groups: [ops]
-# The running-system half of these two (sysctl -p, swapon) reaches the build host through
-# today's chroot: the sandbox absorbs it. Their files take effect when the image boots.
-sysctl_reload: false
-swapfile_activate: false
 """
+# From the sandbox's own roles (tests/sandbox_roles): a module loaded now and at boot, and a firewall
+# flushed, filled and saved for boot. sysctl -p, swapon, modprobe and the firewall's commands act on
+# the sandbox during the build; what they leave in the image takes effect when it boots.
+SANDBOX_ROLES = Path(__file__).parent / "sandbox_roles"
+RUNNING_SYSTEM_ROLES = ("running_module", "running_firewall")
 
 
 def test_there_are_at_least_ten_roles_in_the_set() -> None:
@@ -58,6 +61,8 @@ def test_there_are_at_least_ten_roles_in_the_set() -> None:
 def built_set(debian_rootfs_tarball: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     project = tmp_path_factory.mktemp("galaxy-style")
     shutil.copytree(ROLES, project / "roles")
+    for role in RUNNING_SYSTEM_ROLES:
+        shutil.copytree(SANDBOX_ROLES / role, project / "roles" / role)
     (project / "build.yaml").write_text(BUILD_YAML)
     result = run_hotsauce("build", "-s", "2G", "-o", "out", cwd=project)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -129,6 +134,8 @@ def test_the_image_boots_with_the_roles_services_running_and_settings_in_effect(
         "id -nG deploy": "deploy ops",
         "sudo -l -U deploy | grep -c NOPASSWD": "1",
         "cat /etc/systemd/journald.conf.d/50-hotsauce.conf | grep Storage": "Storage=persistent",
+        "grep -c '^dummy ' /proc/modules": "1",
+        "nft list tables | grep -c hotsauce_test": "1",
     }
     arguments = [part for command in checks for part in ("--check", command)]
     verdict = boot(built_set, tmp_path, *arguments)
