@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "hotsauce.commands.boot",
     "hotsauce.commands.upload",
     "hotsauce.commands.unpack",
+    "hotsauce.commands.diff",
     "hotsauce.commands.init",
     "hotsauce.commands.schema",
     "hotsauce.commands.cache",
