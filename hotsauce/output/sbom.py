@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from hotsauce.config import ModuleKind
+from hotsauce.errors import CommandFailed
 from hotsauce.host import proc
 from hotsauce.modules.resolve import ResolvedModule
 from hotsauce.rootpath import inside
@@ -81,7 +82,10 @@ def installed_packages(root: Path) -> tuple[list[InstalledPackage], list[str]]:
             notes.append("the image has an rpm database, but this host has no `rpm` to read it: rpm packages "
                          "are not listed")
         else:
-            packages += read_rpm_packages(root)
+            try:
+                packages += read_rpm_packages(root)
+            except CommandFailed as error:
+                notes.append(f"the image's rpm database could not be read ({error}): rpm packages are not listed")
     return sorted(packages), notes
 
 
