@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from hotsauce.bases.apt_sources import control_stanzas
 from hotsauce.config import ModuleKind
 from hotsauce.errors import CommandFailed
 from hotsauce.host import proc
@@ -91,7 +92,7 @@ def installed_packages(root: Path) -> tuple[list[InstalledPackage], list[str]]:
 
 def read_dpkg_status(text: str) -> Iterator[InstalledPackage]:
     """The installed packages of a dpkg status file (those whose status is `installed`)."""
-    for stanza in _control_stanzas(text):
+    for stanza in control_stanzas(text):
         if stanza.get("status", "").split()[-1:] != ["installed"]:
             continue
         name, version = stanza.get("package", ""), stanza.get("version", "")
@@ -102,26 +103,6 @@ def read_dpkg_status(text: str) -> Iterator[InstalledPackage]:
             if len(words) > 1:
                 source_version = words[1].strip("()")
         yield InstalledPackage("deb", name, stanza.get("architecture", ""), version, source, source_version)
-
-
-def _control_stanzas(text: str) -> Iterator[dict[str, str]]:
-    """Stanzas of a Debian control-format file: field names lowered, continuation lines kept."""
-    stanza: dict[str, str] = {}
-    last = ""
-    for line in text.splitlines():
-        if not line.strip():
-            if stanza:
-                yield stanza
-            stanza, last = {}, ""
-        elif line[0] in " \t":
-            if last:
-                stanza[last] += "\n" + line.strip()
-        elif ":" in line:
-            name, value = line.split(":", 1)
-            last = name.strip().lower()
-            stanza[last] = value.strip()
-    if stanza:
-        yield stanza
 
 
 def _with_licence(doc: Path, root: Path, package: InstalledPackage) -> InstalledPackage:
