@@ -21,7 +21,7 @@ from hotsauce import __version__
 from hotsauce.bases import download
 from hotsauce.bases.debian import PlannedBase, plan_base, plan_bootstrap, provide_debian_base
 from hotsauce.boot.boot_set import boot_image_set
-from hotsauce.config import BuildConfig, BuildOptions, DebianBase, DownloadBase, check_unknown_keys
+from hotsauce.config import BuildConfig, BuildOptions, DebianBase, DownloadBase, ModuleKind, check_unknown_keys
 from hotsauce.context import BuildContext, BuildPaths, Plan, Stages, checking_cancel, folders_filled_by
 from hotsauce.events import Emit, Event, EventKind, Stage, StageTimes, ignore
 from hotsauce.host import cancel, ledger
@@ -31,13 +31,21 @@ from hotsauce.image import archive, disk
 from hotsauce.image.bootloader import make_bootable
 from hotsauce.image.identity import scrub_image, set_identity
 from hotsauce.image.partitions import attached_disk
-from hotsauce.image.whole_disk import DiskSettings, allocate_disk, format_disk, plan_disk, plan_layout
+from hotsauce.image.whole_disk import (
+    DiskSettings,
+    allocate_disk,
+    check_base_boots,
+    format_disk,
+    plan_disk,
+    plan_layout,
+)
+from hotsauce.modules import debug_shell
 from hotsauce.modules.ansible_run import run_ansible_modules
 from hotsauce.modules.chroot import build_chroot
-from hotsauce.modules.galaxy import install_requirements
+from hotsauce.modules.galaxy import install_requirements, installed_version
 from hotsauce.modules.python_run import run_python_module
 from hotsauce.modules.resolve import ResolvedModule, module_search, plan_runs, resolve_all, variables_read_by
-from hotsauce.modules.result_cache import ModuleLayers, file_digest, layers_for
+from hotsauce.modules.result_cache import ModuleLayers, download_identity, layers_for, module_digest
 from hotsauce.output import publish as output
 from hotsauce.output.boot_files import copy_boot_files, find_boot_files, read_os_release
 from hotsauce.output.disk_set import write_disk_set
@@ -133,6 +141,7 @@ def _start(config: BuildConfig, options: BuildOptions, emit: Emit, cancel_reques
         config, options, _ = plan_layout(config, options)
         work = held.enter_context(_work_folder(options))
         plan = make_plan(config, cache, stages.emit, scratch=work)
+        debug_shell.check_shell_before(plan.modules, options.shell_before)
         staging = held.enter_context(output.staging_folder(options.output))
     return BuildContext(config, options, build_id, cache, log_dir, BuildPaths(work, staging), plan, stages,
                         recorded, cancel_requested)
@@ -180,14 +189,15 @@ def _root_source(ctx: BuildContext) -> DebianBase | FetchedBase:
         return base
     with ctx.stage(Stage.DOWNLOAD):
         fetched = download_file = download.fetch(base, ctx.cache, ctx.emit, scratch=ctx.paths.work)
-        # Known from the download itself: a root_file pulled out below is new every build.
-        identity = f"download:{base.sha256 or file_digest(fetched)}:{base.root_file or ''}"
+        identity = download_identity(base, fetched)
         name = f"download.from {base.url}"
         if base.root_file:
             fetched = archive.extract_member(fetched, base.root_file, ctx.paths.work, name)
             name = f"download.root_file {base.root_file}"
-        unpacked = archive.check_members(fetched, name)
+        paths: set[str] = set()
+        unpacked = archive.check_members(fetched, name, paths)
         archive.check_fits(unpacked, ctx.options.size, name)
+        check_base_boots(paths, plan_disk(ctx.config, ctx.options), name)
         return FetchedBase(fetched, identity, download_file)
 
 
@@ -246,15 +256,15 @@ def _build_disk_into(ctx: BuildContext, source: DebianBase | FetchedBase, settin
 
 
 def _base_and_modules(ctx: BuildContext, root: Path, source: DebianBase | FetchedBase) -> None:
-    runs = plan_runs(ctx.plan.modules)
+    runs, cacheable = debug_shell.split_before(plan_runs(ctx.plan.modules), ctx.options.shell_before)
     with ctx.stage(Stage.BASE):
         planned = _planned_base(ctx, source)
-        layers, done = _fill_root(ctx, root, source, runs, planned)
+        layers, done = _fill_root(ctx, root, source, runs[:cacheable], planned)
     with ctx.stage(Stage.MODULES):
         run_modules(ctx, runs[done:], root, after_run=_storing(layers, done, root))
     if ctx.config.value("sbom.enabled"):
         with ctx.stage(Stage.SBOM):
-            identity = layers.entry(len(runs) - 1).name if layers is not None else _base_identity(source, planned)
+            identity = _finished_root_identity(layers, len(runs), cacheable, _base_identity(source, planned))
             request = sbom_request(ctx, source, planned, identity if ctx.cache.enabled else None)
             provide_image_sbom(request, root, ctx.paths.staging, ctx.cache if ctx.cache.enabled else None)
 
@@ -264,6 +274,17 @@ def _planned_base(ctx: BuildContext, source: DebianBase | FetchedBase) -> Planne
     key and for the SBOM. None for a download, or when neither wants them."""
     wanted = ctx.cache.enabled or ctx.config.value("sbom.enabled")
     return plan_base(source) if isinstance(source, DebianBase) and wanted else None
+
+
+def _finished_root_identity(layers: ModuleLayers | None, runs: int, cacheable: int,
+                            base_identity: str | None) -> str | None:
+    """The cache's name for the root after every run, which keys the cached SBOM; None when a
+    shell ran before some module (what a person did there is in no key)."""
+    if cacheable < runs:
+        return None
+    if layers is not None:
+        return layers.entry(runs - 1).name
+    return base_identity
 
 
 def _base_identity(source: DebianBase | FetchedBase, planned: PlannedBase | None) -> str | None:
@@ -321,7 +342,7 @@ def _storing(layers: ModuleLayers | None, done: int, root: Path) -> Callable[[in
     """What to do after each module run: keep its result in the cache, when there is one."""
 
     def store(index: int) -> None:
-        if layers is not None:
+        if layers is not None and done + index < len(layers.keys):  # none after a --shell-before
             layers.store(done + index, root)
 
     return store
@@ -350,12 +371,14 @@ def run_modules(ctx: BuildContext, runs: Sequence[Sequence[ResolvedModule]], roo
         ctx.emit(Event(EventKind.INFO, Stage.MODULES, f"running {', '.join(module.name for module in run)}"))
         with ExitStack() as chroot:
             chroot.enter_context(build_chroot(root))
-            if run[0].is_ansible:
-                run_ansible_modules(root, run, cfg, roles_path=ctx.plan.roles_path,
-                                    collections_path=ctx.plan.collections_path, log_dir=ctx.log_dir,
-                                    emit=ctx.emit)
-            else:
-                run_python_module(run[0], root, cfg)
+            debug_shell.shell_before(root, run, ctx.options.shell_before, ctx.log_dir / "build.log")
+            with debug_shell.shell_on_failure(root, run, ctx.options.shell_on_failure, ctx.log_dir / "build.log"):
+                if run[0].is_ansible:
+                    run_ansible_modules(root, run, cfg, roles_path=ctx.plan.roles_path,
+                                        collections_path=ctx.plan.collections_path, log_dir=ctx.log_dir,
+                                        emit=ctx.emit)
+                else:
+                    run_python_module(run[0], root, cfg)
             with cancel.shielded():
                 chroot.close()  # what the run left running is stopped, the kernel filesystems unmounted
         after_run(index)
@@ -384,5 +407,17 @@ def _manifest(ctx: BuildContext, root_name: str, os_release: Mapping[str, str]) 
         hotsauce_version=__version__,
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         hostname=ctx.config.hostname,
+        modules=modules_record(ctx.plan.modules),
         sbom=SBOM_NAME if (ctx.paths.staging / SBOM_NAME).is_file() else None,
     )
+
+
+def modules_record(modules: Sequence[ResolvedModule]) -> tuple[dict[str, object], ...]:
+    """What ran, for the manifest: a changed or upgraded module shows here."""
+    records: list[dict[str, object]] = []
+    for module in modules:
+        record: dict[str, object] = {"name": module.name, "kind": module.kind.value, "digest": module_digest(module)}
+        if module.kind is ModuleKind.ROLE and (version := installed_version(module.path)):
+            record["version"] = version
+        records.append(record)
+    return tuple(records)

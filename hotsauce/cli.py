@@ -23,10 +23,12 @@ from hotsauce.errors import HotsauceError, Interrupted
 # Modules that add a subcommand, in the order `hotsauce --help` lists them.
 COMMAND_MODULES = (
     "hotsauce.commands.build",
+    "hotsauce.commands.plan",
     "hotsauce.commands.boot",
     "hotsauce.commands.upload",
     "hotsauce.commands.unpack",
     "hotsauce.commands.diff",
+    "hotsauce.commands.shell",
     "hotsauce.commands.init",
     "hotsauce.commands.schema",
     "hotsauce.commands.cache",

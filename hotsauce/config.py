@@ -598,6 +598,10 @@ class BuildOptions:
     boot: BootMode | None = None
     formats: tuple[DiskFormat, ...] | None = None
     qcow2_compression: Qcow2Compression | None = None
+    # A shell in the image root for a person (hotsauce.modules.debug_shell): when a module fails,
+    # and just before the named module runs.
+    shell_on_failure: bool = False
+    shell_before: str | None = None
 
 
 # --- loading --------------------------------------------------------------------

@@ -19,7 +19,10 @@ from hotsauce.config import ModuleKind, ModuleRef, load_config
 from hotsauce.errors import ModuleFailed
 from hotsauce.events import Event
 from hotsauce.modules.ansible_run import (
+    RunWatch,
+    failure_of,
     generated_playbook,
+    observe,
     play_marker,
     role_reference,
     run_ansible_modules,
@@ -40,6 +43,23 @@ def role(
 ) -> ResolvedModule:
     return ResolvedModule(
         ModuleRef(ModuleKind.ROLE, name, variables or {}, index), ModuleKind.ROLE, path
+    )
+
+
+# --- the failure line (from ansible-runner's events, no chroot needed) ------
+
+
+def test_a_failed_task_event_becomes_one_line_with_role_file_line_message_and_event_log(tmp_path: Path) -> None:
+    broken = role("broken", Path("/src/roles/broken"), 1)
+    watch = RunWatch({play_marker(broken): broken})
+    observe(watch, {"event": "playbook_on_play_start", "event_data": {"play": play_marker(broken)}})
+    observe(watch, {"event": "runner_on_failed", "event_data": {
+        "task": "Install nginx", "role": "/src/roles/broken", "task_path": "/src/roles/broken/tasks/main.yml:12",
+        "res": {"msg": "No package matching 'ngnix'"}}})
+    failure = failure_of(watch, [broken], "failed", tmp_path / "ansible-01-broken" / "job_events")
+    assert str(failure) == (
+        "module 'broken' failed: task 'Install nginx' (role broken, /src/roles/broken/tasks/main.yml:12): "
+        f"No package matching 'ngnix'; events: {tmp_path}/ansible-01-broken/job_events"
     )
 
 
@@ -196,7 +216,7 @@ def test_output_streams_as_events_and_ansible_runners_own_artifacts_are_kept(mix
 
 
 @pytest.mark.integration
-def test_a_failing_task_names_its_module_and_task_and_leaves_nothing_behind(
+def test_a_failing_task_names_its_role_file_line_message_and_event_log_and_leaves_nothing_behind(
     root: Path, mixed_run: Run, tmp_path: Path
 ) -> None:
     modules = [role("marker", DATA / "roles/marker", 0), role("broken", DATA / "roles/broken", 1)]
@@ -211,8 +231,12 @@ def test_a_failing_task_names_its_module_and_task_and_leaves_nothing_behind(
             emit=lambda _event: None,
         )
     assert failure.value.module == "broken"
-    assert "task 'This task fails on purpose'" in str(failure.value)
-    assert "broken on purpose" in str(failure.value)
+    tasks = DATA / "roles/broken/tasks/main.yml"
+    events = tmp_path / "logs" / "ansible-00-marker" / "job_events"
+    assert failure.value.reason == (
+        f"task 'This task fails on purpose' (role broken, {tasks}:2): broken on purpose; events: {events}"
+    )
+    assert any("broken on purpose" in p.read_text() for p in events.glob("*.json"))
     assert (root / "etc/hotsauce-marker").exists()  # the module before it ran
     assert mounts_under(root) == []
     assert not (root / "tmp/.hotsauce-ansible").exists()

@@ -216,3 +216,13 @@ def test_a_requirements_file_naming_a_role_that_cannot_be_installed_is_named(tmp
     scene = make_scene(tmp_path, [])
     (scene.project / "requirements.yml").write_text("roles:\n  - name: nobody.no_such_role_anywhere\n")
     assert "nobody.no_such_role_anywhere" in bad_build(scene)
+
+
+@pytest.mark.parametrize(("boot", "lacking"), [("uefi", "grub-efi-amd64-bin"), ("bios", "grub-pc-bin")])
+def test_a_downloaded_base_without_the_grub_its_disk_boots_with_is_refused_before_allocation(
+    tmp_path: Path, boot: str, lacking: str
+) -> None:
+    scene = with_base(tmp_path, tiny_root_tarball, extra=f"layout: disk\nboot: {boot}\n")
+    reason = bad_build(scene, "-s", "1G")
+    assert f"download.from file://{tmp_path / 'base.tar'}: the base has no " in reason
+    assert lacking in reason and f"a {boot} disk" in reason

@@ -156,6 +156,10 @@ def test_a_fault_in_an_ansible_role_exits_non_zero_and_leaves_nothing(
     reason = checked(scene, result, fault, "modules: ansible")
     assert processes_rooted_under(scene.scratch) == []
     if sig is None:
-        assert "module 'failing' failed: task 'This task fails on purpose'" in reason, reason
+        tasks = scene.project / "roles" / "failing" / "tasks" / "main.yml"
+        assert f"module 'failing' failed: task 'This task fails on purpose' (role failing, {tasks}:1): " \
+               "injected failure in a role; events: " in reason, reason
+        events = Path(reason.rsplit("events: ", 1)[1])
+        assert events.name == "job_events" and events.parent.name.startswith("ansible-"), reason
     else:
         assert reason == f"hotsauce: modules: interrupted by {sig.name}; everything held was released"

@@ -75,6 +75,14 @@ def fetch(base: DownloadBase, cache: Cache, emit: Emit, *, scratch: Path | None 
         return entry
 
 
+def cached_copy(base: DownloadBase, cache: Cache) -> tuple[Path, str | None]:
+    """Where fetch() keeps the download, and why that copy cannot serve a build (None: it can).
+    Creates nothing: `hotsauce plan` asks."""
+    folder = base.cache_dir or cache.root / "downloads"
+    entry = folder / _entry_name(base.url)
+    return entry, _not_usable(entry, base)
+
+
 def _not_usable(entry: Path, base: DownloadBase) -> str | None:
     """Why the cached download cannot serve this build; None when it can."""
     if not entry.is_file():

@@ -24,6 +24,7 @@ from hotsauce.boot.firmware import Firmware, FirmwareMachine, choose_firmware, f
 from hotsauce.boot.probe import (
     PROBE_SERIAL,
     ProbeReport,
+    autologin_script,
     fatal_console_line,
     last_console_line,
     parse_report,
@@ -167,21 +168,29 @@ def boot_image_set(
             return _run_guest(machine, list(checks), limit, emit)
 
 
-def console_command(set_path: Path, *, accel: Accel = Accel.TCG) -> int:
+def console_command(set_path: Path, *, accel: Accel = Accel.TCG, autologin: bool = False) -> int:
     """An interactive serial console on this terminal, for a person; QEMU's exit status.
 
-    Ctrl-A X quits QEMU. The image is still never changed.
+    Ctrl-A X quits QEMU. The image is still never changed. With `autologin`, root is logged in
+    on the console: the probe disk carries a script that says so to the guest's serial getty
+    (hotsauce.boot.probe.autologin_script), as it carries the checks.
     """
-    with opened_set(Path(set_path)) as folder:
+    with opened_set(Path(set_path)) as folder, TemporaryDirectory(prefix="hotsauce-boot-") as temp:
         manifest = verify_set(folder)
         if manifest.layout == "disk":
             raise ConfigError(f"{folder}: --console boots EC2-style sets; boot a whole disk with --check instead")
         kernel, ramdisk = _kernel_and_ramdisk(folder, manifest)
+        drives = [Drive(folder / manifest.root, manifest.image_format, snapshot=True)]
+        cmdline = f"{manifest.kernel_cmdline} {BOOT_CMDLINE}"
+        if autologin:
+            probe = write_probe_disk(Path(temp) / "autologin.raw", (), script=autologin_script())
+            drives.append(Drive(probe, "raw", snapshot=False, read_only=True, serial=PROBE_SERIAL))
+            cmdline += f" {probe_cmdline(power_off=False)}"
         machine = Machine(
             kernel=kernel,
             ramdisk=ramdisk,
-            cmdline=f"{manifest.kernel_cmdline} {BOOT_CMDLINE}",
-            drives=(Drive(folder / manifest.root, manifest.image_format, snapshot=True),),
+            cmdline=cmdline,
+            drives=tuple(drives),
             accel=choose_accel(accel, kernel),
             interactive=True,
         )

@@ -31,15 +31,12 @@ REPORT_PREFIX = "HOTSAUCE-PROBE"
 OUTPUT_LIMIT_BYTES = 65536
 SECTOR_BYTES = 512
 
-_SCRIPT_HEAD = r"""# hotsauce boot probe, read from a read-only disk the host attached.
-PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+_PATH_LINES = r"""PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
-stty -F /dev/ttyS1 raw -echo 2>/dev/null
-exec 3>/dev/ttyS1
-report() { echo "HOTSAUCE-PROBE $*" >&3; }
-encoded() { base64 -w0; }
-report started
-target=
+"""
+
+# The image's real default target: systemd.run's generator replaced default.target with its own.
+_FIND_TARGET = r"""target=
 for link in /etc/systemd/system/default.target /run/systemd/system/default.target \
             /usr/lib/systemd/system/default.target /lib/systemd/system/default.target; do
     if [ -e "$link" ]; then
@@ -48,7 +45,15 @@ for link in /etc/systemd/system/default.target /run/systemd/system/default.targe
     fi
 done
 [ -n "$target" ] || target=multi-user.target
-report target "$target"
+"""
+
+_SCRIPT_HEAD = r"""# hotsauce boot probe, read from a read-only disk the host attached.
+""" + _PATH_LINES + r"""stty -F /dev/ttyS1 raw -echo 2>/dev/null
+exec 3>/dev/ttyS1
+report() { echo "HOTSAUCE-PROBE $*" >&3; }
+encoded() { base64 -w0; }
+report started
+""" + _FIND_TARGET + r"""report target "$target"
 # The generator replaced default.target with its own target; start the real one.
 if systemctl start "$target"; then
     echo "hotsauce-probe: reached $target"
@@ -84,32 +89,58 @@ def probe_script(checks: Sequence[str]) -> str:
     return "".join(lines)
 
 
-def write_probe_disk(path: Path, checks: Sequence[str]) -> Path:
-    """A raw disk whose bytes are the script, padded with blank lines to whole sectors."""
-    data = probe_script(checks).encode()
+# mkosi's Autologin= in the same form: agetty logs root in with `login -f`, no password asked.
+AUTOLOGIN_DROP_IN = "/run/systemd/system/serial-getty@.service.d/hotsauce-autologin.conf"
+_AUTOLOGIN_UNIT = r"""[Service]
+ExecStart=
+ExecStart=-/sbin/agetty -o '-f -p -- \\u' --noclear --keep-baud --autologin root 115200,57600,38400,9600 - $TERM
+"""
+
+
+def autologin_script() -> str:
+    """The script `hotsauce boot --console --autologin` runs in the guest before anything logs in:
+    a runtime drop-in (in /run, a tmpfs: the image is not touched) makes every serial getty log
+    root in, then the image's real default target starts, its serial getty with it."""
+    return (
+        "# hotsauce boot autologin, read from a read-only disk the host attached.\n"
+        + _PATH_LINES
+        + f"mkdir -p {shlex.quote(str(Path(AUTOLOGIN_DROP_IN).parent))}\n"
+        + f"cat > {shlex.quote(AUTOLOGIN_DROP_IN)} <<'HOTSAUCE_UNIT'\n{_AUTOLOGIN_UNIT}HOTSAUCE_UNIT\n"
+        + "systemctl daemon-reload\n"
+        + _FIND_TARGET
+        + 'exec systemctl start --no-block "$target"\n'
+    )
+
+
+def write_probe_disk(path: Path, checks: Sequence[str], *, script: str | None = None) -> Path:
+    """A raw disk whose bytes are the script (the checks' probe unless `script` is given),
+    padded with blank lines to whole sectors."""
+    data = (probe_script(checks) if script is None else script).encode()
     padding = -len(data) % SECTOR_BYTES
     path.write_bytes(data + b"\n" * padding)
     return path
 
 
-def probe_cmdline(run_command: str | None = None) -> str:
+def probe_cmdline(run_command: str | None = None, *, power_off: bool = True) -> str:
     """Kernel command-line arguments that make systemd run the probe disk's script.
 
     systemd splits the value with shell-like quoting: the double quotes hold
     the command together, the single quotes hold `sh -c`'s script together.
-    The script waits for udev to create the disk's by-id link first.
+    The script waits for udev to create the disk's by-id link first. With
+    `power_off`, the guest powers off when the script ends (the checks); without,
+    it stays up (an interactive console).
     """
     loader = f"udevadm wait --timeout=120 {PROBE_DEVICE}; exec /bin/sh {PROBE_DEVICE}"
     # A firmware boot names a loader inside the guest instead: GRUB re-quotes what it passes on.
     run = run_command or f'"/bin/sh -c {shlex.quote(loader)}"'
-    return " ".join(
-        [
-            "systemd.unit=kernel-command-line.target",  # also when /etc sets default.target
-            f"systemd.run={run}",
-            "systemd.run_success_action=poweroff",
-            "systemd.run_failure_action=poweroff",
-        ]
-    )
+    arguments = [
+        "systemd.unit=kernel-command-line.target",  # also when /etc sets default.target
+        f"systemd.run={run}",
+    ]
+    # Said either way: left out, systemd 252 powers the guest off when the command ends.
+    action = "poweroff" if power_off else "none"
+    arguments += [f"systemd.run_success_action={action}", f"systemd.run_failure_action={action}"]
+    return " ".join(arguments)
 
 
 @dataclass(frozen=True)

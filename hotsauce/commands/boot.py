@@ -16,7 +16,7 @@ from hotsauce.boot.boot_set import (
 )
 from hotsauce.boot.firmware import parse_firmware
 from hotsauce.boot.qemu import Accel, parse_accel
-from hotsauce.errors import BootFailed
+from hotsauce.errors import BootFailed, ConfigError
 from hotsauce.events import Event
 from hotsauce.host.signals import interruptible
 from hotsauce.host.sizes import parse_size
@@ -49,6 +49,11 @@ def add_command(subparsers: Any) -> None:
         help="an interactive serial console on this terminal instead (Ctrl-A X quits)",
     )  # fmt: skip
     parser.add_argument(
+        "--autologin", action="store_true",
+        help="with --console: log root in on the console (the image is not changed: the override "
+        "lives in the guest's /run for this boot only)",
+    )  # fmt: skip
+    parser.add_argument(
         "--accel", type=parse_accel, default=Accel.TCG, metavar="tcg|kvm|auto",
         help="tcg (default): software emulation; kvm: KVM, after a quick probe that it "
         "really runs the kernel; auto: KVM when that probe passes, tcg otherwise",
@@ -67,7 +72,9 @@ def add_command(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     with interruptible():
         if args.console:
-            return console_command(args.set_path, accel=args.accel)
+            return console_command(args.set_path, accel=args.accel, autologin=args.autologin)
+        if args.autologin:
+            raise ConfigError("--autologin: only with --console")
         result = boot_image_set(
             args.set_path,
             checks=args.checks,

@@ -16,6 +16,7 @@ from hotsauce.host.signals import interruptible
 from hotsauce.host.sizes import parse_size
 from hotsauce.image.disk import check_size
 from hotsauce.image.layout import parse_boot_mode, parse_layout
+from hotsauce.modules.debug_shell import require_terminal
 from hotsauce.output.formats import parse_compression, parse_formats
 
 
@@ -57,6 +58,12 @@ def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
                         help="boot the finished set in QEMU before writing -o; fail the build if it does not come up")
     parser.add_argument("--check", dest="checks", action="append", default=[], metavar="CMD",
                         help="with --boot-check: a command that must succeed inside the booted guest (repeatable)")
+    parser.add_argument("--shell-on-failure", action="store_true",
+                        help="when a module fails, open a shell in the image root before anything is released "
+                        "(needs a terminal); exiting it fails the build as usual")
+    parser.add_argument("--shell-before", metavar="MODULE", default=None,
+                        help="open a shell in the image root just before MODULE runs (needs a terminal); "
+                        "exiting it goes on with the build")
     parser.set_defaults(run=run_build)
 
 
@@ -73,6 +80,9 @@ def options_from(args: argparse.Namespace) -> BuildOptions:
     image_format = ImageFormat(formats[0].value) if formats and formats[0].value in ec2_formats else None
     size = parse_size(args.size)
     check_size(size)
+    for flag, wanted in (("--shell-on-failure", args.shell_on_failure), ("--shell-before", args.shell_before)):
+        if wanted:
+            require_terminal(flag)
     return BuildOptions(
         size=size,
         output=args.output,
@@ -90,6 +100,8 @@ def options_from(args: argparse.Namespace) -> BuildOptions:
         cache_dir=args.cache_dir,
         work_dir=args.work_dir,
         boot_checks=tuple(args.checks) if args.boot_check else None,
+        shell_on_failure=args.shell_on_failure,
+        shell_before=args.shell_before,
     )
 
 

@@ -60,10 +60,12 @@ def _tar_stream(archive: Path) -> Iterator[IO[bytes]]:
         yield child.stdout
 
 
-def check_members(archive: Path, name: str) -> int:
+def check_members(archive: Path, name: str, paths: set[str] | None = None) -> int:
     """Refuse an archive with a member that would be written outside the root.
 
-    Returns about how many bytes the members take once unpacked.
+    Returns about how many bytes the members take once unpacked. `paths`, when
+    given, receives every member's path relative to the root (`usr/bin/x`), so
+    a caller can ask what the archive holds without reading it twice.
     """
     symlinks: dict[str, str] = {}
     unpacked = 0
@@ -71,6 +73,8 @@ def check_members(archive: Path, name: str) -> int:
         with _tar_stream(archive) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
                 _check_member(member, symlinks, name)
+                if paths is not None:
+                    paths.add(posixpath.normpath(member.name).lstrip("/"))
                 unpacked += _blocks(member.size if member.isreg() else 0)
     except tarfile.TarError as error:
         raise ConfigError(f"{name}: not a readable tar archive: {error}") from None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,16 +126,22 @@ def write_fstab(root: Path, filesystems: Filesystems, fs_type: FsType) -> None:
 
 def missing_tools(root: Path, boot: BootMode) -> list[str]:
     """What the image lacks to be made bootable as `boot` says, as package names."""
+    return missing_packages(lambda relative: (root / relative).exists(), boot)
+
+
+def missing_packages(holds: Callable[[str], bool], boot: BootMode) -> list[str]:
+    """What a root lacks to be made bootable as `boot` says, as package names, asking `holds(path)`
+    (a path relative to the root) of a mounted root or of a base archive's member list."""
     missing = []
-    if not (root / "usr/sbin/update-grub").exists() and not (root / "usr/sbin/grub-mkconfig").exists():
+    if not holds("usr/sbin/update-grub") and not holds("usr/sbin/grub-mkconfig"):
         missing.append("grub2-common")
-    if boot.bios and not (root / GRUB_BIOS_MODULES).is_dir():
+    if boot.bios and not holds(GRUB_BIOS_MODULES):
         missing.append("grub-pc-bin")
-    if boot.uefi and not (root / GRUB_EFI_MODULES_DIR).is_dir() and not (root / SIGNED_GRUB).is_file():
+    if boot.uefi and not holds(GRUB_EFI_MODULES_DIR) and not holds(SIGNED_GRUB):
         missing.append("grub-efi-amd64-bin")
-    if not (root / "usr/sbin/update-initramfs").exists():
+    if not holds("usr/sbin/update-initramfs"):
         missing.append("initramfs-tools")
-    if not (root / "usr/bin/growpart").exists():
+    if not holds("usr/bin/growpart"):
         missing.append("cloud-guest-utils")
     return missing
 

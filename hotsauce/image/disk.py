@@ -54,6 +54,11 @@ def write_partition_table(image: Path) -> Partition:
     """An MBR with one bootable Linux partition over the whole disk."""
     layout = f"label: dos\nstart={PARTITION_START_SECTOR}, type=83, bootable\n"
     proc.run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", image], input_bytes=layout.encode())
+    return read_first_partition(image)
+
+
+def read_first_partition(image: Path) -> Partition:
+    """Where the first partition of the image's MBR lies (the root, as write_partition_table made it)."""
     table = json.loads(proc.output_of(["sfdisk", "--json", image]))["partitiontable"]
     sector_size = table.get("sectorsize", SECTOR)
     first = table["partitions"][0]

@@ -15,6 +15,7 @@ from pathlib import Path
 from hotsauce.config import BuildConfig, BuildOptions, DebianBase, DownloadBase, FsType, ImageFormat
 from hotsauce.errors import ConfigError
 from hotsauce.image import disk
+from hotsauce.image.bootloader import missing_packages
 from hotsauce.image.esp import make_esp
 from hotsauce.image.layout import BootMode, Layout, parse_boot_mode, parse_layout
 from hotsauce.image.partitions import DiskDevices, check_disk_size, write_gpt
@@ -97,6 +98,17 @@ def _architecture(config: BuildConfig, boot: BootMode) -> str:
         raise ConfigError(f"{config.name}: base.debian.architecture: a {config.base.architecture} base has no "
                           f"{what}; boot {boot.value} needs an amd64 base")
     return architecture
+
+
+def check_base_boots(paths: set[str], settings: DiskSettings | None, name: str) -> None:
+    """Refuse, before allocating, a downloaded base that lacks what its disk's boot needs: the
+    bootloader is installed from the image's own packages, after the modules, so finding out there
+    would cost the whole build. A Debian base is given them (disk_base)."""
+    if settings is None:
+        return
+    if missing := missing_packages(paths.__contains__, settings.boot):
+        raise ConfigError(f"{name}: the base has no {', '.join(missing)}, which a {settings.boot.value} disk "
+                          "boots with; install them in the base archive, or use a Debian base")
 
 
 def plan_layout(config: BuildConfig, options: BuildOptions) -> tuple[BuildConfig, BuildOptions, DiskSettings | None]:

@@ -47,7 +47,22 @@ IMAGE_ANSIBLE_TMP = "/tmp/.hotsauce-ansible"
 # ours, run after it, reports the image's.
 FACTS_MODULES = "ansible.builtin.setup,hotsauce_image_facts"
 STAGE = "ansible"
+# Set true for every run: the built-in roles clean caches and first-boot state only in an image.
+BUILDING_VARIABLE = "hotsauce_building"
 MESSAGE_LIMIT = 400
+# ansible-runner's folder of one run's events, one JSON file each: the run's full event log.
+EVENTS_FOLDER = "job_events"
+
+
+@dataclass(frozen=True)
+class TaskFailure:
+    """A failed task as ansible-runner's events describe it."""
+
+    module: ResolvedModule | None
+    task: str
+    message: str
+    role: str  # "" for a task of a playbook's own
+    task_path: str  # FILE:LINE of the task, "" when ansible did not say
 
 
 @dataclass
@@ -56,7 +71,7 @@ class RunWatch:
 
     modules_by_play: dict[str, ResolvedModule]
     current: ResolvedModule | None = None
-    failure: tuple[ResolvedModule | None, str, str] | None = None
+    failure: TaskFailure | None = None
     errors: list[str] = field(default_factory=list)
 
 
@@ -73,9 +88,9 @@ def run_ansible_modules(
     """Run consecutive Ansible modules (ResolvedModule from hotsauce.modules.resolve, kind ROLE or
     PLAYBOOK) in ONE ansible-runner call: one generated playbook applying them in order
     against the chroot. Called with build_chroot(root) already active. Raises
-    ModuleFailed(module.name, "task 'NAME': MESSAGE") on a failed task. Streams output to
-    the terminal (as "output" events through emit) and keeps ansible-runner's artifacts in
-    log_dir/ansible-NN-NAME/ (job_events/ and stdout among them)."""
+    ModuleFailed(module.name, "task 'NAME' (role R, FILE:LINE): MESSAGE; events: LOG") on a
+    failed task. Streams output to the terminal (as "output" events through emit) and keeps
+    ansible-runner's artifacts in log_dir/ansible-NN-NAME/ (job_events/ and stdout among them)."""
     if not modules:
         return
     for module in modules:
@@ -96,7 +111,7 @@ def run_ansible_modules(
         finally:
             keep_artifacts(artifacts, env)
     if status != "successful":
-        raise failure_of(watch, modules, status)
+        raise failure_of(watch, modules, status, artifacts / EVENTS_FOLDER)
 
 
 def run_ident(first: ResolvedModule) -> str:
@@ -283,6 +298,8 @@ def run_runner(private_dir: Path, artifacts: Path, playbook: Path, env: Mapping[
         playbook=playbook.name,
         inventory=str(private_dir / "inventory" / "hosts.yml"),
         envvars=dict(env),
+        # Roles that act differently in an image being built than on a running host read this.
+        extravars={BUILDING_VARIABLE: True},
         event_handler=handler,
         cancel_callback=cancelled.is_set,
         suppress_env_files=True,
@@ -324,8 +341,13 @@ def observe(watch: RunWatch, event: dict[str, Any]) -> None:
     if kind == "playbook_on_play_start":
         watch.current = watch.modules_by_play.get(data.get("play", ""), watch.current)
     elif kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
-        task = str(data.get("task") or "").strip()
-        watch.failure = (watch.current, task, result_message(data.get("res") or {}))
+        watch.failure = TaskFailure(
+            watch.current,
+            str(data.get("task") or "").strip(),
+            result_message(data.get("res") or {}),
+            role_name(str(data.get("role") or "").strip()),
+            str(data.get("task_path") or "").strip(),
+        )
     elif kind in ("verbose", "error") and "ERROR!" in (event.get("stdout") or ""):
         watch.errors.append(one_line(event["stdout"]))
 
@@ -345,11 +367,26 @@ def one_line(text: str) -> str:
     return line if len(line) <= MESSAGE_LIMIT else line[: MESSAGE_LIMIT - 3] + "..."
 
 
-def failure_of(watch: RunWatch, modules: Sequence[ResolvedModule], status: str) -> ModuleFailed:
+def failure_of(watch: RunWatch, modules: Sequence[ResolvedModule], status: str, events: Path) -> ModuleFailed:
+    """One line that says where to look: the module, the task, its role and FILE:LINE, the
+    task's own message, and the run's full event log."""
     if watch.failure is not None:
-        module, task, message = watch.failure
-        name = module.name if module else modules[0].name
-        return ModuleFailed(name, f"task '{task}': {message}")
+        failed = watch.failure
+        name = failed.module.name if failed.module else modules[0].name
+        return ModuleFailed(name, f"task '{failed.task}'{task_location(failed)}: {failed.message}; events: {events}")
     name = watch.current.name if watch.current else ", ".join(m.name for m in modules)
     reason = watch.errors[-1] if watch.errors else f"ansible-playbook ended {status}"
-    return ModuleFailed(name, reason)
+    return ModuleFailed(name, f"{reason}; events: {events}")
+
+
+def role_name(role: str) -> str:
+    """A role as people name it: a role run by path (as hotsauce runs them) by its folder's name."""
+    return role.rstrip("/").rsplit("/", 1)[-1] if "/" in role else role
+
+
+def task_location(failed: TaskFailure) -> str:
+    """" (role R, FILE:LINE)": where the failed task is written, as far as ansible said."""
+    parts = [f"role {failed.role}"] if failed.role else []
+    if failed.task_path:
+        parts.append(failed.task_path)
+    return f" ({', '.join(parts)})" if parts else ""

@@ -9,6 +9,7 @@ the host's home or its global role and collection folders.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -16,6 +17,8 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from hotsauce.config import read_yaml
 from hotsauce.errors import CommandFailed, ConfigError
@@ -121,6 +124,28 @@ def install_into(
         Cache.publish(partial, entry)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
+
+
+def installed_version(role: Path) -> str | None:
+    """The version ansible-galaxy installed a role as (a git tag or commit, a Galaxy release), from
+    the role's .galaxy_install_info or, for a collection's role, the collection's MANIFEST.json.
+    None for a role ansible-galaxy did not install."""
+    info = role / "meta" / ".galaxy_install_info"
+    if info.is_file():
+        try:
+            data = yaml.safe_load(info.read_text())
+        except yaml.YAMLError:
+            return None
+        version = data.get("version") if isinstance(data, dict) else None
+        return str(version) if version else None
+    manifest = role.parent.parent / "MANIFEST.json"
+    if role.parent.name == "roles" and manifest.is_file():
+        try:
+            version = json.loads(manifest.read_text()).get("collection_info", {}).get("version")
+        except (ValueError, AttributeError):
+            return None
+        return str(version) if version else None
+    return None
 
 
 def galaxy_environment(home: Path) -> dict[str, str]:

@@ -9,6 +9,9 @@ wins:
   3. hotsauce's built-in python_modules/ and roles/
 
 `-` and `_` are interchangeable in names (install-rpms is install_rpms).
+The built-in roles are also the collection hotsauce.image (scripts/build-collection):
+`hotsauce.image.add_user` names the same role as `add_user`, unless a
+hotsauce.image collection installed from requirements.yml comes first.
 Consecutive Ansible modules (roles, playbooks) run in one ansible-runner
 call; a Python module between them splits the run.
 """
@@ -28,6 +31,8 @@ from hotsauce.modules.builtins import builtin_folder
 
 # The module-level name under which a Python module declares its own keys.
 CONFIG_KEYS = "CONFIG_KEYS"
+# The collection the built-in roles are published as.
+BUILTIN_COLLECTION = "hotsauce.image"
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,7 @@ class Place:
     python_dir: Path | None
     roles_dirs: tuple[Path, ...] = ()
     collections_dirs: tuple[Path, ...] = ()
+    collection: str | None = None  # "namespace.name" when these roles are also that collection's
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,8 @@ def module_search(config: BuildConfig, installed_roles: Sequence[Path] = (),
                   installed_collections: Sequence[Path] = ()) -> ModuleSearch:
     user = Place("beside the build.yaml", config.directory / "python_modules", (config.directory / "roles",))
     installed = Place("installed from requirements", None, tuple(installed_roles), tuple(installed_collections))
-    builtin = Place("built into hotsauce", builtin_folder("python_modules"), (builtin_folder("roles"),))
+    builtin = Place("built into hotsauce", builtin_folder("python_modules"), (builtin_folder("roles"),),
+                    collection=BUILTIN_COLLECTION)
     places = (user, installed, builtin) if config.source else (installed, builtin)
     roles_path = tuple(d for p in places for d in p.roles_dirs)
     return ModuleSearch(places, config.directory, roles_path, tuple(installed_collections))
@@ -89,6 +96,8 @@ def _python_in(place: Place, name: str) -> Path | None:
 
 
 def _role_in(place: Place, name: str) -> Path | None:
+    if place.collection and name.startswith(f"{place.collection}."):
+        name = name.removeprefix(f"{place.collection}.")
     for spelling in _spellings(name):
         for roles_dir in place.roles_dirs:
             candidate = roles_dir / spelling

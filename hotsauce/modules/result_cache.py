@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hotsauce import __version__
-from hotsauce.config import BuildConfig, ModuleKind
+from hotsauce.config import BuildConfig, DownloadBase, ModuleKind
 from hotsauce.events import Emit, Event
 from hotsauce.modules.resolve import ResolvedModule
 from hotsauce.store import snapshots
@@ -44,8 +44,11 @@ class ModuleLayers:
     cache: Cache
     keys: tuple[str, ...]  # keys[i]: the root after runs[0..i]
 
+    def entry_name(self, index: int) -> str:
+        return f"after-{self.keys[index][:32]}.tar.zst"
+
     def entry(self, index: int) -> Path:
-        return self.cache.folder(KIND) / f"after-{self.keys[index][:32]}.tar.zst"
+        return self.cache.folder(KIND) / self.entry_name(index)
 
     def restore_newest(self, root: Path, emit: Emit) -> int:
         """Unpack the longest cached prefix into `root`; how many runs it covers (0: none)."""
@@ -89,6 +92,12 @@ def layers_for(cache: Cache, base_identity: str, config: BuildConfig,
                              "vars": module.ref.vars, "files": module_digest(module)})
         keys.append(chain)
     return ModuleLayers(cache, tuple(keys))
+
+
+def download_identity(base: DownloadBase, archive: Path) -> str:
+    """What a download base holds, for the chain's start: known from the download itself (a
+    root_file pulled out of it is new every build)."""
+    return f"download:{base.sha256 or file_digest(archive)}:{base.root_file or ''}"
 
 
 def module_digest(module: ResolvedModule) -> str:

@@ -63,6 +63,9 @@ class Manifest:
     root_found_by: str | None = None  # UUID: how fstab and the kernel command line find the root
     drivers: dict[str, bool] | None = None  # ena, nvme, ...: present in the image's kernel
     disk_files: tuple[dict[str, object], ...] = ()  # each file: name, format, subformat, virtual_size
+    # Each module in order: name, kind, digest of its files, and the version ansible-galaxy installed
+    # a role as (from requirements.yml), where there is one.
+    modules: tuple[dict[str, object], ...] = ()
     sbom: str | None = None  # the SPDX SBOM's file name (sbom.spdx.json); None: built without one
 
     def files(self) -> list[str]:
@@ -83,7 +86,7 @@ class Manifest:
         try:
             data = json.loads(path.read_text())
             if isinstance(data, dict):
-                for name in ("boot_modes", "disk_files"):
+                for name in ("boot_modes", "disk_files", "modules"):
                     if isinstance(data.get(name), list):
                         data[name] = tuple(data[name])  # JSON has no tuples
             return cls(**data)
