@@ -8,12 +8,14 @@ reverse order it was taken. Every stage takes the build's `BuildContext`.
 
 from __future__ import annotations
 
+import errno
 import secrets
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,10 @@ from hotsauce import __version__
 from hotsauce.bases import download
 from hotsauce.bases.debian import PlannedBase, plan_base, plan_bootstrap, provide_debian_base
 from hotsauce.boot.boot_set import boot_image_set
+from hotsauce.boot.qemu import kvm_probe_started
 from hotsauce.config import BuildConfig, BuildOptions, DebianBase, DownloadBase, ModuleKind, check_unknown_keys
 from hotsauce.context import BuildContext, BuildPaths, Plan, Stages, checking_cancel, folders_filled_by
+from hotsauce.errors import StageFailed
 from hotsauce.events import Emit, Event, EventKind, Stage, StageTimes, ignore
 from hotsauce.host import cancel, ledger
 from hotsauce.host.cancel import CancelRequested, cancellable
@@ -60,6 +64,7 @@ from hotsauce.output.sbom import (
     provide_image_sbom,
 )
 from hotsauce.rootpath import inside
+from hotsauce.store import set_cache
 from hotsauce.store.cache import Cache, default_cache_dir
 from hotsauce.store.logs import build_log
 
@@ -105,7 +110,10 @@ def build(config: BuildConfig, options: BuildOptions, emit: Emit = ignore, *,
         with ExitStack() as held:
             ctx = _start(config, options, emit, cancel, stages, held)
             source = _root_source(ctx)
-            manifest = _build_into(ctx, source)
+            kept_as = _set_key(ctx, source)
+            manifest = _reused_set(ctx, kept_as) or _build_into(ctx, source)
+            if kept_as is not None:
+                _keep_set(ctx, kept_as)
             if options.boot_checks is not None:
                 with ctx.stage(Stage.BOOT_CHECK):
                     _boot_check(ctx, options.boot_checks)
@@ -144,7 +152,7 @@ def _start(config: BuildConfig, options: BuildOptions, emit: Emit, cancel_reques
         debug_shell.check_shell_before(plan.modules, options.shell_before)
         staging = held.enter_context(output.staging_folder(options.output))
     return BuildContext(config, options, build_id, cache, log_dir, BuildPaths(work, staging), plan, stages,
-                        recorded, cancel_requested)
+                        recorded, cancel_requested, background=held)
 
 
 def _boot_check(ctx: BuildContext, checks: Sequence[str]) -> None:
@@ -199,6 +207,49 @@ def _root_source(ctx: BuildContext) -> DebianBase | FetchedBase:
         archive.check_fits(unpacked, ctx.options.size, name)
         check_base_boots(paths, plan_disk(ctx.config, ctx.options), name)
         return FetchedBase(fetched, identity, download_file)
+
+
+def _set_key(ctx: BuildContext, source: DebianBase | FetchedBase) -> str | None:
+    """The key a finished set of this build is kept under, when it has one: with the cache, and
+    modules whose result the module cache keys."""
+    runs = plan_runs(ctx.plan.modules)
+    if not ctx.cache.enabled or not runs or ctx.options.shell_before is not None:
+        return None  # (what is typed in a shell before a module is in no key)
+    identity, _ = _base_filler(ctx, ctx.paths.root, source, _planned_base(ctx, source))
+    if identity is None:
+        return None
+    return set_cache.set_key(layers_for(ctx.cache, identity, ctx.config, runs).keys[-1], ctx.options)
+
+
+def _reused_set(ctx: BuildContext, key: str | None) -> Manifest | None:
+    """The set an identical earlier build wrote, copied from the cache with this build's id, or None."""
+    if key is None:
+        return None
+    with ctx.stage(Stage.CONVERT):
+        entry = set_cache.reuse(ctx.cache, key, ctx.paths.staging)
+        if entry is None:
+            return None
+        manifest = replace(Manifest.read(ctx.paths.staging), build_id=ctx.build_id, created=_now())
+        manifest.write(ctx.paths.staging)
+        output.write_libvirt_xml(ctx.paths.staging, manifest)
+        output.write_checksums(ctx.paths.staging, manifest, only=set_cache.PER_BUILD_FILES)
+        ctx.emit(Event(EventKind.INFO, Stage.CONVERT, f"the set of an identical build served from the cache "
+                       f"({entry.name}): nothing was allocated, run or converted", {"cached": True}))
+    return manifest
+
+
+def _keep_set(ctx: BuildContext, key: str) -> None:
+    """Keep the finished set for an identical build to come; a cache on another filesystem than
+    the output cannot hold hard links of it, and is then not used for sets."""
+    try:
+        set_cache.keep(ctx.cache, key, ctx.paths.staging)
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _build_into(ctx: BuildContext, source: DebianBase | FetchedBase) -> Manifest:
@@ -260,6 +311,7 @@ def _base_and_modules(ctx: BuildContext, root: Path, source: DebianBase | Fetche
     with ctx.stage(Stage.BASE):
         planned = _planned_base(ctx, source)
         layers, done = _fill_root(ctx, root, source, runs[:cacheable], planned)
+    _start_kvm_probe(ctx, root)
     with ctx.stage(Stage.MODULES):
         run_modules(ctx, runs[done:], root, after_run=_storing(layers, done, root))
     if ctx.config.value("sbom.enabled"):
@@ -273,7 +325,9 @@ def _planned_base(ctx: BuildContext, source: DebianBase | FetchedBase) -> Planne
     """A Debian base's sources and Release dates, read from the mirror once: for the module cache's
     key and for the SBOM. None for a download, or when neither wants them."""
     wanted = ctx.cache.enabled or ctx.config.value("sbom.enabled")
-    return plan_base(source) if isinstance(source, DebianBase) and wanted else None
+    if not isinstance(source, DebianBase) or not wanted:
+        return None
+    return ctx.base_plans.get(source) or ctx.base_plans.setdefault(source, plan_base(source))
 
 
 def _finished_root_identity(layers: ModuleLayers | None, runs: int, cacheable: int,
@@ -336,6 +390,22 @@ def _base_filler(ctx: BuildContext, root: Path, source: DebianBase | FetchedBase
     planned = planned if ctx.cache.enabled else None
     return (planned.entry_name if planned else None,
             lambda: provide_debian_base(source, root, ctx.cache, ctx.emit, planned))
+
+
+def _start_kvm_probe(ctx: BuildContext, root: Path) -> None:
+    """Find out, while the modules run, whether KVM runs the base's kernel: the EC2-style set's
+    libvirt.xml says so, and a probe of a kernel that KVM hangs costs its whole bound. The probe
+    boots a copy, so the root can be unmounted whenever the build ends."""
+    if not ctx.config.kernel or plan_disk(ctx.config, ctx.options) is not None:
+        return
+    try:
+        kernel = find_boot_files(root).kernel
+    except StageFailed:
+        return  # a kernel installed by a module is probed when the set is published
+    copy = ctx.paths.work / "kvm-probe-vmlinuz"
+    shutil.copyfile(kernel, copy)
+    remember_in = ctx.cache.folder("kvm-probe") if ctx.cache.enabled else None
+    ctx.background.enter_context(kvm_probe_started(copy, remember_in=remember_in))
 
 
 def _storing(layers: ModuleLayers | None, done: int, root: Path) -> Callable[[int], None]:
@@ -405,7 +475,7 @@ def _manifest(ctx: BuildContext, root_name: str, os_release: Mapping[str, str]) 
         os_distro=os_release.get("ID"),
         os_version=os_release.get("VERSION_ID"),
         hotsauce_version=__version__,
-        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        created=_now(),
         hostname=ctx.config.hostname,
         modules=modules_record(ctx.plan.modules),
         sbom=SBOM_NAME if (ctx.paths.staging / SBOM_NAME).is_file() else None,

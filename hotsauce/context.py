@@ -13,11 +13,12 @@ import errno
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hotsauce.config import BuildConfig, BuildOptions
+from hotsauce.bases.debian import PlannedBase
+from hotsauce.config import BuildConfig, BuildOptions, DebianBase
 from hotsauce.errors import BuildCancelled, BuildFailed, Cancelled, ConfigError, HotsauceError
 from hotsauce.events import Emit, Event, EventKind, Stage, StageTimes, ignore, stage
 from hotsauce.host import cancel
@@ -156,6 +157,10 @@ class BuildContext:
     stages: Stages
     ledger: Ledger | None  # what the build holds, for `hotsauce cleanup`; None without a writable run folder
     cancel: CancelRequested | None  # asked at stage boundaries and in long waits (hotsauce.host.cancel)
+    # What runs beside the stages until the build ends (a probe, say); released with the build.
+    background: ExitStack
+    # What the mirror said of each Debian base (its Release dates): asked once per build.
+    base_plans: dict[DebianBase, PlannedBase] = field(default_factory=dict)
 
     @property
     def emit(self) -> Emit:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from hotsauce.bases.debian import DPKG_UNSAFE_IO
 from hotsauce.modules.chroot import build_chroot
 from tests.image_root import extracted_root, in_root, mounts_under
 
@@ -98,3 +99,12 @@ def test_everything_is_released_when_the_block_raises(root: Path) -> None:
     assert not (root / "usr/sbin/policy-rc.d").exists()
     assert resolv.read_text() == "nameserver 192.0.2.7\n"
     assert not list(root.glob("**/*.hotsauce-saved"))
+
+
+def test_dpkg_skips_its_syncs_while_modules_run_and_the_switch_leaves_with_the_chroot(root: Path) -> None:
+    switch = root / DPKG_UNSAFE_IO
+    assert not switch.exists(), "the bootstrap left dpkg's unsafe-io switch in the base"
+    with build_chroot(root):
+        shown = in_root(root, "sh", "-c", "cat /etc/dpkg/dpkg.cfg.d/*")
+        assert "force-unsafe-io" in shown.stdout.split()
+    assert not switch.exists() and not switch.is_symlink()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from hotsauce.output.imageset import Manifest
 from tests.images import mounted_root_image, run_hotsauce
 
 pytestmark = pytest.mark.integration
@@ -48,7 +50,7 @@ def test_unchanged_modules_are_served_from_the_cache_and_a_changed_one_reruns_al
 
     log = build(folder, "two", cache, ran)
     assert ran.read_text().split() == ["first", "second"], "an unchanged build ran modules again"
-    assert "module runs 1-2 of 2 served from the cache" in log
+    assert "the set of an identical build served from the cache" in log
 
     project(folder, debian_rootfs_tarball, "second-v2")
     log = build(folder, "three", cache, ran)
@@ -70,3 +72,33 @@ def test_no_cache_runs_every_module(debian_rootfs_tarball: Path, tmp_path: Path)
                           env={"RAN_LOG": str(ran)})
     assert result.returncode == 0, result.stderr[-2000:]
     assert ran.read_text().split() == ["first", "second", "first", "second"]
+
+
+def test_an_identical_build_copies_the_kept_set_and_one_whose_kept_files_changed_builds_again(
+    debian_rootfs_tarball: Path, tmp_path: Path
+) -> None:
+    folder = project(tmp_path / "project", debian_rootfs_tarball, "second")
+    cache, ran = tmp_path / "cache", tmp_path / "ran.log"
+    build(folder, "one", cache, ran)
+    log = build(folder, "two", cache, ran)
+    assert "the set of an identical build served from the cache" in log
+    one, two = folder / "one", folder / "two"
+    assert (one / "root.qcow2").stat().st_ino != (two / "root.qcow2").stat().st_ino, "two outputs share a file"
+    assert (one / "root.qcow2").read_bytes() == (two / "root.qcow2").read_bytes()
+    assert Manifest.read(one).build_id != Manifest.read(two).build_id
+    checked = subprocess.run(["sha256sum", "-c", *sorted(p.name for p in two.glob("*.sha256"))], cwd=two,
+                             capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    # The first output is the kept set's own file until something writes it: written, the kept set
+    # no longer matches its checksum, and the next build makes the set again from the module results.
+    with (one / "root.qcow2").open("r+b") as image:
+        image.seek(-1, 2)
+        image.write(b"\x01")
+    log = build(folder, "three", cache, ran)
+    assert "the set of an identical build served from the cache" not in log
+    assert "module runs 1-2 of 2 served from the cache" in log
+    three = folder / "three"
+    checked = subprocess.run(["sha256sum", "-c", "root.qcow2.sha256"], cwd=three, capture_output=True, text=True,
+                             check=False)
+    assert checked.returncode == 0

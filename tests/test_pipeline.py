@@ -128,6 +128,8 @@ def test_a_download_build_runs_each_device_command_in_pipeline_order(scene: Scen
         "mount -t sysfs sysfs WORK/root/sys",
         "mount --bind --make-private /dev WORK/root/dev",
         "mount --bind --make-private /dev/pts WORK/root/dev/pts",
+        "mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs WORK/root/run",
+        "umount WORK/root/run",
         "umount WORK/root/dev/pts",
         "umount WORK/root/dev",
         "umount WORK/root/sys",
@@ -139,11 +141,15 @@ def test_a_download_build_runs_each_device_command_in_pipeline_order(scene: Scen
         f"qemu-img convert -m {os.cpu_count()} -W --image-opts driver=raw,offset=1048576,size=133169152,"
         "file.driver=file,file.filename=WORK/disk.raw -O qcow2 STAGING/root.qcow2",
     ]
-    assert recorder.started[0][:2] == ["tar", "--extract"]
+    probes = [index for index, argv in enumerate(recorder.started) if Path(argv[0]).name.startswith("qemu-system-")]
+    others = [argv for index, argv in enumerate(recorder.started) if index not in probes]
+    assert others[0][:2] == ["tar", "--extract"]
     # The Python module, in a fresh interpreter of its own.
-    assert recorder.started[1][:3] == [sys.executable, "-m", CHILD_MODULE]
-    # Then, where /dev/kvm is usable, the KVM probe for libvirt.xml, with the set's kernel.
-    assert all(Path(argv[0]).name.startswith("qemu-system-") for argv in recorder.started[2:])
+    assert others[1][:3] == [sys.executable, "-m", CHILD_MODULE]
+    assert len(others) == 2
+    # Where /dev/kvm is usable, the KVM probe for libvirt.xml starts as soon as the base holds the
+    # kernel, so it runs beside the modules.
+    assert probes in ([], [1])
     assert result.manifest.os_distro == "tiny"  # read from the base the recorder let tar unpack
     assert (scene.output / "root.qcow2").is_file() and not work.exists() and not staging.exists()
 

@@ -12,7 +12,8 @@ import os
 import shutil
 import subprocess
 import time
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -109,34 +110,84 @@ def kvm_device_usable() -> bool:
     return os.access("/dev/kvm", os.R_OK | os.W_OK)
 
 
-_kvm_verdicts: dict[Path, bool] = {}
+_kvm_verdicts: dict[str, bool] = {}  # by the kernel's digest
+
+
+@dataclass
+class _RunningProbe:
+    """A probe QEMU under way: a guest that KVM runs panics and QEMU exits; one that KVM hangs
+    is still running at the deadline."""
+
+    qemu: subprocess.Popen[bytes]
+    console: Path
+    deadline: float
+
+    def verdict(self) -> bool:
+        while self.qemu.poll() is None and time.monotonic() < self.deadline:
+            time.sleep(0.2)
+        output = self.console.read_text(errors="replace") if self.console.exists() else ""
+        return "Kernel panic" in output
+
+
+_probes_running: dict[str, _RunningProbe] = {}  # by the kernel's digest
 
 
 def kvm_runs_kernel(kernel: Path, *, seconds: float = KVM_PROBE_SECONDS, remember_in: Path | None = None) -> bool:
     """Whether KVM gets this kernel through its boot. A probe that finds KVM hanging costs its
     whole `seconds`, so the verdict is remembered: in this process, and in `remember_in` (a
-    cache folder the caller was told to write) per boot of this host and per kernel."""
+    cache folder the caller was told to write) per boot of this host and per kernel. A probe of
+    the same kernel already started by kvm_probe_started is waited for, not started again."""
     if not kvm_device_usable():
         return False
-    if kernel in _kvm_verdicts:
-        return _kvm_verdicts[kernel]
-    remembered = _verdict_file(remember_in, kernel) if remember_in is not None else None
-    if remembered is not None and remembered.is_file():
-        works = remembered.read_text() == "kvm"
-    else:
-        works = _probe_kvm(kernel, seconds)
-        if remembered is not None:
-            with suppress(OSError):
-                _remember_verdict(remembered, works)
-    _kvm_verdicts[kernel] = works
+    digest = _kernel_digest(kernel)
+    known = _known_verdict(digest, remember_in)
+    if known is not None:
+        return known
+    running = _probes_running.get(digest)
+    works = running.verdict() if running is not None else _probe_kvm(kernel, seconds)
+    if remember_in is not None:
+        with suppress(OSError):
+            _remember_verdict(_verdict_file(remember_in, digest), works)
+    _kvm_verdicts[digest] = works
     return works
 
 
-def _verdict_file(folder: Path, kernel: Path) -> Path:
+@contextmanager
+def kvm_probe_started(kernel: Path, *, seconds: float = KVM_PROBE_SECONDS,
+                      remember_in: Path | None = None) -> Iterator[None]:
+    """The probe of `kernel` running beside whatever the block does, so that kvm_runs_kernel of
+    the same kernel later waits only for what is left of it. Nothing starts when the verdict is
+    known already; the probe's QEMU is stopped when the block ends."""
+    digest = _kernel_digest(kernel)
+    if not kvm_device_usable() or _known_verdict(digest, remember_in) is not None or digest in _probes_running:
+        yield
+        return
+    with TemporaryDirectory(prefix="hotsauce-kvm-probe-") as temp, _probe_qemu(kernel, Path(temp)) as qemu:
+        _probes_running[digest] = _RunningProbe(qemu, Path(temp) / "console.log", time.monotonic() + seconds)
+        try:
+            yield
+        finally:
+            del _probes_running[digest]
+
+
+def _known_verdict(digest: str, remember_in: Path | None) -> bool | None:
+    if digest in _kvm_verdicts:
+        return _kvm_verdicts[digest]
+    remembered = _verdict_file(remember_in, digest) if remember_in is not None else None
+    if remembered is not None and remembered.is_file():
+        _kvm_verdicts[digest] = remembered.read_text() == "kvm"
+        return _kvm_verdicts[digest]
+    return None
+
+
+def _kernel_digest(kernel: Path) -> str:
+    return hashlib.sha256(kernel.read_bytes()).hexdigest()
+
+
+def _verdict_file(folder: Path, digest: str) -> Path:
     """The verdict's place: a folder per host boot (a reboot may change what KVM can do), a file per
     kernel content."""
     boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    digest = hashlib.sha256(kernel.read_bytes()).hexdigest()
     return folder / boot_id / digest
 
 
@@ -151,28 +202,24 @@ def _remember_verdict(remembered: Path, works: bool) -> None:
     partial.replace(remembered)
 
 
+def _probe_qemu(kernel: Path, temp: Path) -> AbstractContextManager[subprocess.Popen[bytes]]:
+    """QEMU booting `kernel` under KVM with no ramdisk and no root: under working KVM it panics
+    within seconds and, with -no-reboot and panic=-1, exits."""
+    probe = Machine(
+        kernel=kernel,
+        ramdisk=None,
+        cmdline="console=ttyS0 panic=-1",
+        drives=(),
+        serial_files=(temp / "console.log",),
+        accel=Accel.KVM,
+    )
+    return child_process(probe.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def _probe_kvm(kernel: Path, seconds: float) -> bool:
-    """A guest without a ramdisk or root panics within seconds under working KVM; with
-    -no-reboot and panic=-1 QEMU then exits. If QEMU is still running after `seconds`,
-    KVM hangs the guest here."""
-    with TemporaryDirectory(prefix="hotsauce-kvm-probe-") as temp:
-        console = Path(temp) / "console.log"
-        probe = Machine(
-            kernel=kernel,
-            ramdisk=None,
-            cmdline="console=ttyS0 panic=-1",
-            drives=(),
-            serial_files=(console,),
-            accel=Accel.KVM,
-        )
-        with child_process(
-            probe.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        ) as qemu:
-            deadline = time.monotonic() + seconds
-            while qemu.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.2)
-        output = console.read_text(errors="replace") if console.exists() else ""
-    return "Kernel panic" in output
+    """Probe now: if QEMU is still running after `seconds`, KVM hangs the guest here."""
+    with TemporaryDirectory(prefix="hotsauce-kvm-probe-") as temp, _probe_qemu(kernel, Path(temp)) as qemu:
+        return _RunningProbe(qemu, Path(temp) / "console.log", time.monotonic() + seconds).verdict()
 
 
 def choose_accel(requested: Accel, kernel: Path, *, remember_in: Path | None = None) -> Accel:

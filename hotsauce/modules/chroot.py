@@ -13,13 +13,15 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from hotsauce.bases.debian import DPKG_UNSAFE_IO
 from hotsauce.errors import StageFailed
 from hotsauce.host.ledger import Kind, held
 from hotsauce.host.proc import run
 from hotsauce.host.release import remove, stop_processes_holding
+from hotsauce.modules.services import policy_rc_d, systemctl_wrapper
 
 # Exit status 101 tells invoke-rc.d (and deb-systemd-invoke) "action forbidden".
-POLICY_RC_D = "#!/bin/sh\n# hotsauce: no service starts while the image is being built\nexit 101\n"
+POLICY_RC_D = policy_rc_d()
 
 # A stand-in for start-stop-daemon: init scripts run by hand or by maintainer
 # scripts that bypass invoke-rc.d still start nothing.
@@ -37,6 +39,8 @@ KERNEL_MOUNTS: tuple[tuple[str, list[str]], ...] = (
     # Private, so that nothing mounted below them propagates back to the host's /dev.
     ("dev", ["--bind", "--make-private", "/dev"]),
     ("dev/pts", ["--bind", "--make-private", "/dev/pts"]),
+    # What services "started" in the build put in /run (hotsauce.modules.services) is gone afterwards.
+    ("run", ["-t", "tmpfs", "-o", "mode=0755,nosuid,nodev", "tmpfs"]),
 )
 
 SAVED_SUFFIX = ".hotsauce-saved"
@@ -148,18 +152,9 @@ def start_stop_daemon_stub(_saved: str) -> str:
 
 
 def offline_systemctl(saved: str) -> str:
-    """systemctl that enables units but never starts one: SYSTEMD_OFFLINE=1 makes it treat
-    start/restart/reload as requests to ignore, as it does when it detects a chroot (which
-    it cannot always detect: /proc/1/root may be unreadable in a sandbox)."""
-    return (
-        "#!/bin/sh\n"
-        "# hotsauce: in an image build, systemctl enables units and never starts one\n"
-        'case "${0##*/}" in\n'
-        "  systemctl) ;;\n"
-        "  *) exit 0 ;;  # halt, reboot, poweroff, ...: nothing to do in a build\n"
-        "esac\n"
-        f'SYSTEMD_OFFLINE=1 exec {saved} "$@"\n'
-    )
+    """systemctl that enables units but never starts one; a unit it is asked to start gets
+    the folders and tmpfiles a real start would create (hotsauce.modules.services)."""
+    return systemctl_wrapper(saved)
 
 
 def stop_processes_in(root: Path) -> None:
@@ -208,5 +203,7 @@ def build_chroot(root: Path) -> Iterator[None]:
         stack.enter_context(replaced_program(root, START_STOP_DAEMON, start_stop_daemon_stub))
         stack.enter_context(replaced_program(root, SYSTEMCTL, offline_systemctl))
         stack.enter_context(replaced_file(root, "etc/resolv.conf", host_resolver_config(), 0o644))
+        # Package installs by modules skip dpkg's syncs too (see hotsauce.bases.debian.UNSAFE_IO_HOOKS).
+        stack.enter_context(replaced_file(root, DPKG_UNSAFE_IO, "force-unsafe-io\n", 0o644))
         stack.enter_context(processes_stopped_on_release(root))
         yield

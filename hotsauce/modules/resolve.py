@@ -19,6 +19,7 @@ call; a Python module between them splits the run.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,9 +148,136 @@ def available_modules(search: ModuleSearch) -> list[str]:
 def resolve_all(config: BuildConfig, search: ModuleSearch) -> list[ResolvedModule]:
     resolved = [resolve(ref, search, f"{config.name}: modules[{ref.index}]") for ref in config.modules]
     for module in resolved:
+        where = f"{config.name}: modules[{module.ref.index}]"
         if module.kind is ModuleKind.PYTHON:
-            check_python_module(module.path, f"{config.name}: modules[{module.ref.index}]")
+            check_python_module(module.path, where)
+        elif module.is_ansible:
+            check_collections_installed(module, search.collections_path, where)
     return resolved
+
+
+# --- collections a role or playbook calls --------------------------------------------------------
+
+# Collections every ansible-core has: their modules need nothing installed.
+CORE_COLLECTIONS = frozenset({"ansible.builtin", "ansible.legacy"})
+# A fully qualified module name: namespace.collection.module.
+_FQCN = re.compile(r"^([a-z0-9_]+)\.([a-z0-9_]+)\.([A-Za-z0-9_.]+)$")
+_TASK_LISTS = ("tasks", "pre_tasks", "post_tasks", "handlers", "block", "rescue", "always")
+_INCLUDES = frozenset({"include_tasks", "import_tasks", "ansible.builtin.include_tasks",
+                       "ansible.builtin.import_tasks", "include", "ansible.builtin.include"})
+
+
+@dataclass(frozen=True)
+class CollectionCall:
+    collection: str  # namespace.collection
+    module: str  # the full name as the task wrote it
+    file: Path
+
+
+def check_collections_installed(module: ResolvedModule, collections_path: Sequence[Path], where: str) -> None:
+    """Every namespace.collection.module a role or playbook calls is installed, or the
+    build stops here, before a byte is allocated, naming the requirements.yml entry to add."""
+    roots = [*collections_path, *bundled_collection_roots()]
+    for call in collection_calls(module):
+        collection = collection_folder(call.collection, roots)
+        kind = "role" if module.kind is ModuleKind.ROLE else "playbook"
+        shown = call.file.relative_to(module.path) if call.file.is_relative_to(module.path) else call.file.name
+        if collection is None:
+            raise ConfigError(
+                f"{where}: {kind} {module.name!r} calls {call.module} ({shown}), but collection "
+                f"{call.collection} is not installed; add to requirements.yml: "
+                f"collections: [{{name: {call.collection}}}]"
+            )
+        if not collection_has_module(collection, call.module.split(".", 2)[2]):
+            raise ConfigError(
+                f"{where}: {kind} {module.name!r} calls {call.module} ({shown}), which the installed "
+                f"collection {call.collection} ({collection}) does not have"
+            )
+
+
+def bundled_collection_roots() -> list[Path]:
+    """Where the Python environment's own collections are (the `ansible` package brings many)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("ansible_collections")
+    if spec is None or spec.submodule_search_locations is None:
+        return []
+    return [Path(location).parent for location in spec.submodule_search_locations]
+
+
+def collection_folder(collection: str, roots: Sequence[Path]) -> Path | None:
+    namespace, name = collection.split(".")
+    for root in roots:
+        candidate = root / "ansible_collections" / namespace / name
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def collection_has_module(collection: Path, module: str) -> bool:
+    plugins = collection / "plugins"
+    path = module.replace(".", "/")
+    if any((plugins / kind / f"{path}.py").is_file() for kind in ("modules", "action")):
+        return True
+    routing = _yaml_mapping(collection / "meta" / "runtime.yml").get("plugin_routing") or {}
+    routed = routing.get("modules") if isinstance(routing, dict) else None
+    return isinstance(routed, dict) and module in routed
+
+
+def collection_calls(module: ResolvedModule) -> list[CollectionCall]:
+    """The namespace.collection.module keys of the module's tasks and handlers, in the task
+    files it includes too (a role's tasks/ and handlers/ folders are read whole)."""
+    if module.kind is ModuleKind.ROLE:
+        files = [p for folder in ("tasks", "handlers") for p in sorted((module.path / folder).rglob("*.y*ml"))]
+    else:
+        files = [module.path]
+    calls: list[CollectionCall] = []
+    seen: set[Path] = set()
+    while files:
+        path = files.pop(0)
+        if path in seen or not path.is_file():
+            continue
+        seen.add(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (yaml.YAMLError, OSError, UnicodeDecodeError):
+            continue  # Ansible reports a file it cannot read, with its own words
+        for task in _tasks_in(data):
+            calls.extend(CollectionCall(name, key, path) for key in task
+                         if (name := _collection_of(key)) is not None)
+            files.extend(path.parent / included for included in _included_files(task))
+    return calls
+
+
+def _tasks_in(data: object) -> Iterable[dict[str, object]]:
+    """Every task mapping of a task file or playbook, blocks and plays opened."""
+    items = data if isinstance(data, list) else [data]
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        yield item
+        for key in _TASK_LISTS:
+            if isinstance(item.get(key), list):
+                yield from _tasks_in(item[key])
+
+
+def _collection_of(key: object) -> str | None:
+    match = _FQCN.match(key) if isinstance(key, str) else None
+    if match is None:
+        return None
+    collection = f"{match.group(1)}.{match.group(2)}"
+    return None if collection in CORE_COLLECTIONS else collection
+
+
+def _included_files(task: Mapping[str, object]) -> list[str]:
+    """Task files a task includes by a literal name (templated names cannot be followed)."""
+    names: list[str] = []
+    for key in _INCLUDES & set(task):
+        value = task[key]
+        name = value.get("file") if isinstance(value, dict) else value
+        if isinstance(name, str) and "{{" not in name:
+            names.append(name)
+    return names
 
 
 def check_python_module(path: Path, where: str) -> None:

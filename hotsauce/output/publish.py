@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -66,8 +66,11 @@ def convert_root_image(disk: Path, partition: Partition, target: Path,
     os.chmod(target, SET_FILE_MODE)
 
 
-def write_checksums(folder: Path, manifest: Manifest) -> None:
+def write_checksums(folder: Path, manifest: Manifest, *, only: Collection[str] | None = None) -> None:
+    """NAME.sha256 for every file of the set, or for those named in `only`."""
     for name in manifest.files():
+        if only is not None and name not in only:
+            continue
         path = folder / name
         os.chmod(path, SET_FILE_MODE)
         os.chmod(write_checksum(path), SET_FILE_MODE)
