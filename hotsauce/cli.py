@@ -24,6 +24,7 @@ from hotsauce.errors import HotsauceError, Interrupted
 COMMAND_MODULES = (
     "hotsauce.commands.build",
     "hotsauce.commands.plan",
+    "hotsauce.commands.fleet",
     "hotsauce.commands.boot",
     "hotsauce.commands.upload",
     "hotsauce.commands.unpack",

@@ -5,20 +5,15 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 
-packages=(
-  mmdebstrap            # Debian bases
-  qemu-utils            # qemu-img: convert and check images
-  qemu-system-x86       # hotsauce boot
-  ovmf                  # hotsauce boot --firmware uefi: UEFI firmware for whole disks
-  mtools dosfstools     # --layout disk: the EFI system partition, made and filled without mounting it
+# What a build host needs is one list, shared with `hotsauce fleet`, which installs it on each builder.
+mapfile -t packages < <(sed -e 's/#.*//' "$here/hotsauce/fleet/debian-packages.txt" | tr -s ' \t' '\n' | sed '/^$/d')
+# What only this machine's tests need, on top.
+packages+=(
   libvirt-daemon-system libvirt-clients  # the libvirt tests: their own libvirtd, virsh
   libxml2-utils         # virt-xml-validate checks libvirt.xml against libvirt's schema
-  fdisk                 # sfdisk: the partition table
-  e2fsprogs xfsprogs btrfs-progs   # --fs-type
-  zstd pigz xz-utils bzip2         # archives
-  acl attr              # ACLs and xattrs survive extraction
   rpm                   # rpmbuild for the install_rpms tests
-  python3 python3-venv git ca-certificates
+  openssh-server        # the fleet tests: one sshd per builder, started and stopped by the test fixture
+  git
 )
 
 missing=()
@@ -28,8 +23,8 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}"
   apt-get update -qq
-  # libvirt-daemon-system would start libvirtd and virtlogd; the tests start their own libvirtd
-  # and stop it. A policy-rc.d that refuses keeps the install from starting any service
+  # libvirt-daemon-system would start libvirtd and virtlogd, openssh-server the host's sshd; the
+  # tests start their own and stop them. A policy-rc.d that refuses keeps the install from starting any service
   # (unless the host has its own policy), so nothing is left running.
   refuse=/usr/sbin/policy-rc.d
   if [ ! -e "$refuse" ]; then
@@ -44,7 +39,7 @@ fi
 
 venv="$here/.venv"
 stamp="$venv/.hotsauce-installed"
-wanted=$(cat "$here/pyproject.toml" "$0" | sha256sum | cut -d' ' -f1)
+wanted=$(cat "$here/pyproject.toml" "$0" "$here/hotsauce/fleet/debian-packages.txt" | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   echo "install-deps: setting up $venv"
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"

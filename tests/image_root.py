@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from hotsauce.modules.sandbox import sandbox_processes
 
 
 def require_root() -> None:
@@ -41,7 +42,9 @@ def extracted_root(tarball: Path, parent: Path) -> Iterator[Path]:
     try:
         yield root
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        # Never across a mount: a build chroot left mounted (a test that failed) binds the
+        # host's /dev into the root, and removing through it deletes the host's devices.
+        subprocess.run(["rm", "-rf", "--one-file-system", str(root)], check=False)
 
 
 def in_root(root: Path, *command: str) -> subprocess.CompletedProcess[str]:
@@ -58,14 +61,26 @@ def mounts_under(root: Path) -> list[str]:
 
 
 def processes_in(root: Path) -> list[str]:
-    """Processes whose root folder is the image root: a daemon started by the build."""
+    """Processes whose root folder is the image root (a daemon started by the build), and the
+    processes of the image's sandboxes, which see the root as `/`: bwrap and what it runs."""
     found = []
+    parents: dict[int, int] = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
+            parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
             if os.readlink(proc / "root") == str(root.resolve()):
-                found.append(f"{proc.name} {(proc / 'comm').read_text().strip()}")
-        except OSError:
+                found.append(int(proc.name))
+        except (OSError, IndexError, ValueError):
             continue
-    return found
+    sandboxed = set(sandbox_processes(root))
+    while more := {pid for pid, parent in parents.items() if parent in sandboxed} - sandboxed:
+        sandboxed |= more
+    described = []
+    for pid in sorted({*found, *sandboxed}):
+        try:
+            described.append(f"{pid} {Path(f'/proc/{pid}/comm').read_text().strip()}")
+        except OSError:
+            continue  # ended meanwhile
+    return described

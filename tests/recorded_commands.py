@@ -21,7 +21,7 @@ FAKE_DEVICE = "/dev/loop-recorded"
 
 # Answered with success and no output: they would act on devices and mounts.
 ANSWERED = frozenset({"mount", "umount", "sync", "fstrim", "losetup", "mkfs.ext4", "mkfs.xfs", "mkfs.btrfs",
-                      "partx"})
+                      "partx", "unshare"})
 # Only files in the build's own folders: they really run.
 REALLY_RUN = frozenset({"sfdisk", "tar", "zstd", "pigz", "gzip", "xz", "bzip2"})
 # What tar may only do as root: keep owners, ACLs and extended attributes.

@@ -10,19 +10,17 @@ test's folder instead.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import stat
 from pathlib import Path
 
 import pytest
 
 from hotsauce.store.cache import CACHE_ENV
+from tests.host_digests import changed_folders, host_digests
 from tests.images import run_hotsauce
 
 pytestmark = pytest.mark.integration
 
-WATCHED = (Path("/etc"), Path("/root"), Path("/usr/local"))
 # Modules the build runs: Python modules and built-in roles.
 MODULES = ("escape_through_symlink", "add_user", "stamp", "install_packages")
 
@@ -47,36 +45,6 @@ from hotsauce.rootpath import inside
 def modify(name, root, cfg):
     inside(root, "/etc/stamped").write_text("stamped\\n")
 """
-
-
-def host_digests() -> dict[str, str]:
-    """A digest per watched folder: each entry's name, type, mode, owner, size and mtime; contents too under /etc."""
-    digests: dict[str, str] = {}
-    for top in WATCHED:
-        for folder, dirs, files in os.walk(top):
-            dirs.sort()
-            digest = hashlib.sha256()
-            for name in sorted([*dirs, *files]):
-                digest.update(_describe(Path(folder) / name).encode())
-            digests[folder] = digest.hexdigest()
-    return digests
-
-
-def changed_folders(before: dict[str, str], after: dict[str, str]) -> list[str]:
-    return sorted(folder for folder in before.keys() | after.keys() if before.get(folder) != after.get(folder))
-
-
-def _describe(path: Path) -> str:
-    try:
-        info = path.lstat()
-    except FileNotFoundError:  # gone between the listing and now: its folder's digest shows it
-        return f"{path}\0gone\n"
-    line = f"{path}\0{info.st_mode:o}\0{info.st_uid}\0{info.st_gid}\0{info.st_size}\0{info.st_mtime_ns}"
-    if stat.S_ISLNK(info.st_mode):
-        line += "\0" + os.readlink(path)
-    elif stat.S_ISREG(info.st_mode) and path.is_relative_to("/etc"):
-        line += "\0" + hashlib.sha256(path.read_bytes()).hexdigest()
-    return line + "\n"
 
 
 def test_a_full_build_leaves_the_hosts_etc_root_and_usr_local_as_they_were(

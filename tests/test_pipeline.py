@@ -21,6 +21,7 @@ from hotsauce.errors import BuildCancelled, BuildFailed, ModuleFailed
 from hotsauce.events import Event, EventKind, Stage
 from hotsauce.host import proc
 from hotsauce.host.ledger import RUN_DIR_ENV
+from hotsauce.modules.ansible_plugins.connection.hotsauce_chroot import state_folder
 from hotsauce.modules.python_run import CHILD_MODULE
 from hotsauce.store.cache import CACHE_ENV
 from tests.faults.projects import tiny_root_tarball, write_project
@@ -103,6 +104,8 @@ def holdings_left(recorder: CommandRecorder) -> list[str]:
             held.append(FAKE_DEVICE)
         elif words[0] == "mount":
             held.append(words[-1])
+        elif words[0] == "unshare":  # the sandbox's network namespace, kept by a bind mount
+            held.append(words[1].split("=", 1)[1])
         elif words[0] in ("umount", "losetup"):
             assert held and held[-1] == words[-1], f"{line!r} while {held} were held: not in reverse order"
             held.pop()
@@ -118,7 +121,8 @@ def test_a_download_build_runs_each_device_command_in_pipeline_order(scene: Scen
     result = recorded_build(scene, ["stamp"], recorder, events)
     work = work_folder(recorder)
     staging = scene.output.parent / f".{scene.output.name}.partial-{os.getpid()}"
-    assert recorder.transcript(WORK=work, STAGING=staging) == [
+    sandbox = Path(state_folder(str(work / "root")))
+    assert recorder.transcript(WORK=work, STAGING=staging, SANDBOX=sandbox) == [
         "sfdisk --quiet --no-reread --no-tell-kernel WORK/disk.raw",
         "sfdisk --json WORK/disk.raw",
         f"losetup --find --show {PARTITION} WORK/disk.raw",
@@ -129,6 +133,8 @@ def test_a_download_build_runs_each_device_command_in_pipeline_order(scene: Scen
         "mount --bind --make-private /dev WORK/root/dev",
         "mount --bind --make-private /dev/pts WORK/root/dev/pts",
         "mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs WORK/root/run",
+        "unshare --net=SANDBOX/net true",
+        "umount SANDBOX/net",
         "umount WORK/root/run",
         "umount WORK/root/dev/pts",
         "umount WORK/root/dev",

@@ -18,6 +18,7 @@ from hotsauce.errors import StageFailed
 from hotsauce.host.ledger import Kind, held
 from hotsauce.host.proc import run
 from hotsauce.host.release import remove, stop_processes_holding
+from hotsauce.modules.sandbox import sandbox_state, stop_sandboxes
 from hotsauce.modules.services import policy_rc_d, systemctl_wrapper
 
 # Exit status 101 tells invoke-rc.d (and deb-systemd-invoke) "action forbidden".
@@ -162,8 +163,10 @@ def stop_processes_in(root: Path) -> None:
 
     Ansible's workers run in sessions of their own, so when a run is cancelled
     the commands they started in the image outlive ansible-playbook; a daemon
-    started by hand would too. Nothing of the build may keep running.
+    started by hand would too. Nothing of the build may keep running. Sandboxed
+    commands go first: they are found by their bwrap, not by their paths.
     """
+    stop_sandboxes(root)
     stop_processes_holding(root.resolve())
 
 
@@ -191,7 +194,8 @@ def build_chroot(root: Path) -> Iterator[None]:
     units and answers start/restart with a no-op success);
     the host's resolver usable for name resolution inside the chroot, while the image's
     own /etc/resolv.conf, /etc/hostname, /etc/hosts are exactly as before once released
-    (hostname and hosts are never touched). Everything released in reverse order, also
+    (hostname and hosts are never touched); the sandbox state (hotsauce.modules.sandbox)
+    that commands run in the image share. Everything released in reverse order, also
     on exceptions, after stopping any process still running inside the root."""
     root = root.absolute()
     if not (root / "etc").is_dir():
@@ -205,5 +209,8 @@ def build_chroot(root: Path) -> Iterator[None]:
         stack.enter_context(replaced_file(root, "etc/resolv.conf", host_resolver_config(), 0o644))
         # Package installs by modules skip dpkg's syncs too (see hotsauce.bases.debian.UNSAFE_IO_HOOKS).
         stack.enter_context(replaced_file(root, DPKG_UNSAFE_IO, "force-unsafe-io\n", 0o644))
+        # What runs in the image runs sandboxed (hotsauce.modules.sandbox): its private
+        # /proc/sys, network namespace and stubs live as long as the chroot.
+        stack.enter_context(sandbox_state(root))
         stack.enter_context(processes_stopped_on_release(root))
         yield

@@ -5,7 +5,9 @@ str, as it always was), `cfg` a copy of the build configuration with the
 defaults of the keys the module declares, so a module cannot change what
 later modules see. Raising fails the build. Module authors reach paths
 inside the image through `hotsauce.rootpath.inside(root, path)`, which never
-leaves the root.
+leaves the root, and run the image's programs through
+`hotsauce.modules.sandbox.run_in_image(root, argv)`, in the same sandbox as
+Ansible tasks (modify itself runs on the build host, as the contract says).
 
 The module runs in a fresh interpreter (hotsauce.modules.python_child), not
 in hotsauce's: whatever it does to its working directory, environment,

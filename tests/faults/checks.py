@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from itertools import pairwise
 from pathlib import Path
 
 from tests.leaks import held_resources
@@ -25,16 +26,25 @@ def processes_mentioning(text: str) -> list[str]:
 
 
 def processes_rooted_under(folder: Path) -> list[str]:
-    """Live processes whose root directory is below `folder` (a chroot into the image)."""
+    """Live processes whose root directory is below `folder` (a chroot into the image), and
+    the sandboxes of roots below it (their processes see the root as `/`: their bwrap binds it)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if str(Path(entry / "root").resolve()).startswith(str(folder)):
+                if str(Path(entry / "root").resolve()).startswith(str(folder)) or _sandbox_below(entry, folder):
                     found.append(entry.name)
             except OSError:
                 continue
     return found
+
+
+def _sandbox_below(process: Path, folder: Path) -> bool:
+    argv = (process / "cmdline").read_bytes().split(b"\0")
+    if Path(argv[0].decode(errors="replace")).name not in ("bwrap", "setpriv"):
+        return False
+    return any(option == b"--bind" and value.startswith(str(folder).encode())
+               for option, value in pairwise(argv))
 
 
 def leftovers_under(folder: Path) -> list[str]:
