@@ -21,10 +21,10 @@ from typing import Any
 
 from hotsauce import __version__
 from hotsauce.bases import download
-from hotsauce.bases.debian import plan_base, provide_debian_base
+from hotsauce.bases.debian import PlannedBase, plan_base, plan_bootstrap, provide_debian_base
 from hotsauce.boot.boot_set import boot_image_set
 from hotsauce.boot.qemu import kvm_probe_started
-from hotsauce.config import BuildConfig, BuildOptions, DebianBase, ModuleKind, check_unknown_keys
+from hotsauce.config import BuildConfig, BuildOptions, DebianBase, DownloadBase, ModuleKind, check_unknown_keys
 from hotsauce.context import BuildContext, BuildPaths, Plan, Stages, checking_cancel, folders_filled_by
 from hotsauce.errors import StageFailed
 from hotsauce.events import Emit, Event, EventKind, Stage, StageTimes, ignore
@@ -54,6 +54,15 @@ from hotsauce.output import publish as output
 from hotsauce.output.boot_files import copy_boot_files, find_boot_files, read_os_release
 from hotsauce.output.disk_set import write_disk_set
 from hotsauce.output.imageset import ROOT_LABEL, Manifest, root_image_name
+from hotsauce.output.sbom import (
+    SBOM_NAME,
+    BaseFacts,
+    SbomRequest,
+    describe_debian,
+    describe_download,
+    module_facts,
+    provide_image_sbom,
+)
 from hotsauce.rootpath import inside
 from hotsauce.store import set_cache
 from hotsauce.store.cache import Cache, default_cache_dir
@@ -76,6 +85,7 @@ class BuildResult:
 class FetchedBase:
     archive: Path  # the root archive to unpack
     identity: str  # what the download holds, for the module cache's key
+    download: Path  # the file fetched, for the SBOM (the archive may be a file inside it)
 
 
 def new_build_id() -> str:
@@ -186,7 +196,7 @@ def _root_source(ctx: BuildContext) -> DebianBase | FetchedBase:
     if isinstance(base, DebianBase):
         return base
     with ctx.stage(Stage.DOWNLOAD):
-        fetched = download.fetch(base, ctx.cache, ctx.emit, scratch=ctx.paths.work)
+        fetched = download_file = download.fetch(base, ctx.cache, ctx.emit, scratch=ctx.paths.work)
         identity = download_identity(base, fetched)
         name = f"download.from {base.url}"
         if base.root_file:
@@ -196,7 +206,7 @@ def _root_source(ctx: BuildContext) -> DebianBase | FetchedBase:
         unpacked = archive.check_members(fetched, name, paths)
         archive.check_fits(unpacked, ctx.options.size, name)
         check_base_boots(paths, plan_disk(ctx.config, ctx.options), name)
-        return FetchedBase(fetched, identity)
+        return FetchedBase(fetched, identity, download_file)
 
 
 def _set_key(ctx: BuildContext, source: DebianBase | FetchedBase) -> str | None:
@@ -205,7 +215,7 @@ def _set_key(ctx: BuildContext, source: DebianBase | FetchedBase) -> str | None:
     runs = plan_runs(ctx.plan.modules)
     if not ctx.cache.enabled or not runs or ctx.options.shell_before is not None:
         return None  # (what is typed in a shell before a module is in no key)
-    identity, _ = _base_filler(ctx, ctx.paths.root, source)
+    identity, _ = _base_filler(ctx, ctx.paths.root, source, _planned_base(ctx, source))
     if identity is None:
         return None
     return set_cache.set_key(layers_for(ctx.cache, identity, ctx.config, runs).keys[-1], ctx.options)
@@ -299,16 +309,68 @@ def _build_disk_into(ctx: BuildContext, source: DebianBase | FetchedBase, settin
 def _base_and_modules(ctx: BuildContext, root: Path, source: DebianBase | FetchedBase) -> None:
     runs, cacheable = debug_shell.split_before(plan_runs(ctx.plan.modules), ctx.options.shell_before)
     with ctx.stage(Stage.BASE):
-        layers, done = _fill_root(ctx, root, source, runs[:cacheable])
+        planned = _planned_base(ctx, source)
+        layers, done = _fill_root(ctx, root, source, runs[:cacheable], planned)
     _start_kvm_probe(ctx, root)
     with ctx.stage(Stage.MODULES):
         run_modules(ctx, runs[done:], root, after_run=_storing(layers, done, root))
+    if ctx.config.value("sbom.enabled"):
+        with ctx.stage(Stage.SBOM):
+            identity = _finished_root_identity(layers, len(runs), cacheable, _base_identity(source, planned))
+            request = sbom_request(ctx, source, planned, identity if ctx.cache.enabled else None)
+            provide_image_sbom(request, root, ctx.paths.staging, ctx.cache if ctx.cache.enabled else None)
+
+
+def _planned_base(ctx: BuildContext, source: DebianBase | FetchedBase) -> PlannedBase | None:
+    """A Debian base's sources and Release dates, read from the mirror once: for the module cache's
+    key and for the SBOM. None for a download, or when neither wants them."""
+    wanted = ctx.cache.enabled or ctx.config.value("sbom.enabled")
+    if not isinstance(source, DebianBase) or not wanted:
+        return None
+    return ctx.base_plans.get(source) or ctx.base_plans.setdefault(source, plan_base(source))
+
+
+def _finished_root_identity(layers: ModuleLayers | None, runs: int, cacheable: int,
+                            base_identity: str | None) -> str | None:
+    """The cache's name for the root after every run, which keys the cached SBOM; None when a
+    shell ran before some module (what a person did there is in no key)."""
+    if cacheable < runs:
+        return None
+    if layers is not None:
+        return layers.entry(runs - 1).name
+    return base_identity
+
+
+def _base_identity(source: DebianBase | FetchedBase, planned: PlannedBase | None) -> str | None:
+    if isinstance(source, FetchedBase):
+        return source.identity
+    return planned.entry_name if planned is not None else None
+
+
+def sbom_request(ctx: BuildContext, source: DebianBase | FetchedBase, planned: PlannedBase | None,
+                 root_identity: str | None) -> SbomRequest:
+    """What the SBOM says besides the root's packages: the base, the modules, this hotsauce."""
+
+    def describe_base() -> BaseFacts:
+        if isinstance(source, FetchedBase):
+            base = ctx.config.base
+            sha256 = base.sha256 if isinstance(base, DownloadBase) else None
+            return describe_download(base.url if isinstance(base, DownloadBase) else "", source.download, sha256)
+        plan = planned.plan if planned is not None else plan_bootstrap(source)
+        dates = planned.key["release_dates"] if planned is not None else {}
+        details = {"variant": str(source.variant), "bootable": source.bootable, "include": list(source.include)}
+        return describe_debian(((s.uri, s.suite, s.components) for s in plan.sources), dates, details)
+
+    return SbomRequest(ctx.config.hostname, __version__, module_facts(ctx.plan.modules, ctx.config.requirements,
+                                                                  ctx.config.directory),
+                       describe_base, in_image=bool(ctx.config.value("sbom.in_image")), root_identity=root_identity)
 
 
 def _fill_root(ctx: BuildContext, root: Path, source: DebianBase | FetchedBase,
-               runs: Sequence[Sequence[ResolvedModule]]) -> tuple[ModuleLayers | None, int]:
+               runs: Sequence[Sequence[ResolvedModule]],
+               planned: PlannedBase | None) -> tuple[ModuleLayers | None, int]:
     """The base, or the newest cached result of the first module runs; how many runs that covers."""
-    identity, fill = _base_filler(ctx, root, source)
+    identity, fill = _base_filler(ctx, root, source, planned)
     layers = None
     if ctx.cache.enabled and runs and identity is not None:
         layers = layers_for(ctx.cache, identity, ctx.config, runs)
@@ -319,15 +381,13 @@ def _fill_root(ctx: BuildContext, root: Path, source: DebianBase | FetchedBase,
     return layers, 0
 
 
-def _base_filler(ctx: BuildContext, root: Path,
-                 source: DebianBase | FetchedBase) -> tuple[str | None, Callable[[], None]]:
+def _base_filler(ctx: BuildContext, root: Path, source: DebianBase | FetchedBase,
+                 planned: PlannedBase | None) -> tuple[str | None, Callable[[], None]]:
     """What the base is, for the module cache's key (None: no key without the cache), and how
-    it fills the root. A Debian base's key is read from the mirror once, only with the cache."""
+    it fills the root. A Debian base's key is read from the mirror once (`planned`)."""
     if isinstance(source, FetchedBase):
         return source.identity, lambda: archive.extract(source.archive, root, ctx.emit)
-    planned = None
-    if ctx.cache.enabled:
-        planned = ctx.base_plans.get(source) or ctx.base_plans.setdefault(source, plan_base(source))
+    planned = planned if ctx.cache.enabled else None
     return (planned.entry_name if planned else None,
             lambda: provide_debian_base(source, root, ctx.cache, ctx.emit, planned))
 
@@ -418,6 +478,7 @@ def _manifest(ctx: BuildContext, root_name: str, os_release: Mapping[str, str]) 
         created=_now(),
         hostname=ctx.config.hostname,
         modules=modules_record(ctx.plan.modules),
+        sbom=SBOM_NAME if (ctx.paths.staging / SBOM_NAME).is_file() else None,
     )
 
 
