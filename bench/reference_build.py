@@ -7,7 +7,10 @@ with: Debian bookworm, bootable, one sudo user `alice`, the extra package
     sudo .venv/bin/python bench/reference_build.py [--keep DIR]
 
 It prints the wall time of each stage and of each whole build, and the size
-of the image. Every run starts from an empty cache of its own.
+of the image. Every run starts from an empty cache of its own. `--sbom off`
+builds without the SBOM (`sbom: {enabled: false}`); `--sbom both` runs the
+three builds with it and again without it, each series from an empty cache,
+and says how much the SBOM adds to the cold and warm builds.
 """
 
 from __future__ import annotations
@@ -50,10 +53,10 @@ def modify(name, root, cfg):
 """
 
 
-def write_project(folder: Path, message: str) -> Path:
+def write_project(folder: Path, message: str, sbom: bool = True) -> Path:
     (folder / "python_modules").mkdir(parents=True, exist_ok=True)
     (folder / "python_modules" / "motd.py").write_text(MOTD_MODULE.format(message=message))
-    (folder / "build.yaml").write_text(BUILD_YAML)
+    (folder / "build.yaml").write_text(BUILD_YAML + ("" if sbom else "sbom: {enabled: false}\n"))
     return folder / "build.yaml"
 
 
@@ -80,25 +83,49 @@ def timed_build(project: Path, cache: Path, output: Path) -> dict[str, object]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", type=Path, help="keep the cache and outputs in this folder")
+    parser.add_argument("--sbom", choices=("on", "off", "both"), default="on",
+                        help="build with the SBOM (default), without it, or both ways to compare")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root: the benchmark builds real images", file=sys.stderr)
         return 2
     scratch = args.keep or Path(tempfile.mkdtemp(prefix="hotsauce-bench-"))
     scratch.mkdir(parents=True, exist_ok=True)
-    cache, project = scratch / "cache", scratch / "project"
-    results: dict[str, dict[str, object]] = {}
+    ways = {"on": [True], "off": [False], "both": [True, False]}[args.sbom]
+    series: dict[bool, dict[str, dict[str, object]]] = {}
     try:
-        write_project(project, "first")
-        results["cold"] = timed_build(project, cache, scratch / "cold")
-        results["warm"] = timed_build(project, cache, scratch / "warm")
-        write_project(project, "changed")
-        results["last module changed"] = timed_build(project, cache, scratch / "changed")
+        for sbom in ways:
+            series[sbom] = run_series(scratch / ("with-sbom" if sbom else "without-sbom"), sbom)
     finally:
         if args.keep is None:
             shutil.rmtree(scratch, ignore_errors=True)
-    report(results)
+    for sbom, results in series.items():
+        print(f"--- {'with' if sbom else 'without'} the SBOM")
+        report(results)
+    if len(series) == 2:
+        compare_sbom(series[True], series[False])
     return 0
+
+
+def run_series(folder: Path, sbom: bool) -> dict[str, dict[str, object]]:
+    """Cold, warm and last-module-changed builds from an empty cache of their own."""
+    cache, project = folder / "cache", folder / "project"
+    results: dict[str, dict[str, object]] = {}
+    write_project(project, "first", sbom)
+    results["cold"] = timed_build(project, cache, folder / "cold")
+    results["warm"] = timed_build(project, cache, folder / "warm")
+    write_project(project, "changed", sbom)
+    results["last module changed"] = timed_build(project, cache, folder / "changed")
+    return results
+
+
+def compare_sbom(with_sbom: dict[str, dict[str, object]], without: dict[str, dict[str, object]]) -> None:
+    """How much longer each build took with the SBOM, whole and in its own stage."""
+    for name in with_sbom:
+        on, off = float(with_sbom[name]["wall_seconds"]), float(without[name]["wall_seconds"])  # type: ignore[arg-type]
+        stage = with_sbom[name]["stages"].get("sbom", 0.0)  # type: ignore[attr-defined]
+        growth = (on - off) / off * 100 if off else 0.0
+        print(f"SBOM {name}: {off:.1f} s -> {on:.1f} s ({growth:+.1f} %), its stage {stage:.1f} s")
 
 
 def report(results: dict[str, dict[str, object]]) -> None:

@@ -25,7 +25,15 @@ from hotsauce.bases import download
 from hotsauce.bases.debian import PlannedBase, plan_base, provide_debian_base
 from hotsauce.boot.boot_set import boot_image_set
 from hotsauce.boot.qemu import kvm_probe_started
-from hotsauce.config import BuildConfig, BuildOptions, DebianBase, FsType, ModuleKind, check_unknown_keys
+from hotsauce.config import (
+    BuildConfig,
+    BuildOptions,
+    DebianBase,
+    DownloadBase,
+    FsType,
+    ModuleKind,
+    check_unknown_keys,
+)
 from hotsauce.context import BuildContext, BuildPaths, Plan, Stages, checking_cancel, folders_filled_by
 from hotsauce.errors import StageFailed
 from hotsauce.events import Emit, Event, EventKind, Stage, StageTimes, ignore
@@ -57,6 +65,15 @@ from hotsauce.output import publish as output
 from hotsauce.output.boot_files import copy_boot_files, find_boot_files, read_os_release
 from hotsauce.output.disk_set import write_disk_set
 from hotsauce.output.imageset import ROOT_LABEL, Manifest, root_image_name
+from hotsauce.output.sbom import (
+    SBOM_NAME,
+    BaseFacts,
+    SbomRequest,
+    describe_debian,
+    describe_download,
+    module_facts,
+    provide_image_sbom,
+)
 from hotsauce.rootpath import inside
 from hotsauce.store import set_cache
 from hotsauce.store.cache import Cache, default_cache_dir
@@ -80,6 +97,7 @@ class FetchedBase:
     archive: Path  # the root archive to unpack
     identity: str  # what the download holds, for the module cache's key
     newest: int  # its newest member's time: the default SOURCE_DATE_EPOCH
+    download: Path  # the file fetched, for the SBOM (the archive may be a file inside it)
 
 
 def new_build_id() -> str:
@@ -195,7 +213,7 @@ def _root_source(ctx: BuildContext) -> PlannedBase | FetchedBase:
     if isinstance(base, DebianBase):
         return plan_base(base)
     with ctx.stage(Stage.DOWNLOAD):
-        fetched = download.fetch(base, ctx.cache, ctx.emit, scratch=ctx.paths.work)
+        fetched = download_file = download.fetch(base, ctx.cache, ctx.emit, scratch=ctx.paths.work)
         identity = download_identity(base, fetched)
         name = f"download.from {base.url}"
         if base.root_file:
@@ -205,7 +223,7 @@ def _root_source(ctx: BuildContext) -> PlannedBase | FetchedBase:
         members = archive.scan_members(fetched, name, paths)
         archive.check_fits(members.unpacked, ctx.options.size, name)
         check_base_boots(paths, plan_disk(ctx.config, ctx.options), name)
-        return FetchedBase(fetched, identity, members.newest or int(fetched.stat().st_mtime))
+        return FetchedBase(fetched, identity, members.newest or int(fetched.stat().st_mtime), download_file)
 
 
 def _reproducible(ctx: BuildContext, source: PlannedBase | FetchedBase) -> Reproducible:
@@ -363,12 +381,50 @@ def _base_and_modules(ctx: BuildContext, root: Path, source: PlannedBase | Fetch
     _start_kvm_probe(ctx, root)
     with ctx.stage(Stage.MODULES):
         run_modules(ctx, runs[done:], root, after_run=_storing(layers, done, root))
+    if ctx.config.value("sbom.enabled"):
+        with ctx.stage(Stage.SBOM):
+            identity = _finished_root_identity(layers, len(runs), cacheable, _base_identity(source))
+            request = sbom_request(ctx, source, identity if ctx.cache.enabled else None)
+            provide_image_sbom(request, root, ctx.paths.staging, ctx.cache if ctx.cache.enabled else None)
+
+
+def _finished_root_identity(layers: ModuleLayers | None, runs: int, cacheable: int,
+                            base_identity: str | None) -> str | None:
+    """The cache's name for the root after every run, which keys the cached SBOM; None when a
+    shell ran before some module (what a person did there is in no key)."""
+    if cacheable < runs:
+        return None
+    if layers is not None:
+        return layers.entry(runs - 1).name
+    return base_identity
+
+
+def _base_identity(source: PlannedBase | FetchedBase) -> str:
+    return source.identity if isinstance(source, FetchedBase) else source.entry_name
+
+
+def sbom_request(ctx: BuildContext, source: PlannedBase | FetchedBase, root_identity: str | None) -> SbomRequest:
+    """What the SBOM says besides the root's packages: the base, the modules, this hotsauce."""
+
+    def describe_base() -> BaseFacts:
+        if isinstance(source, FetchedBase):
+            base = ctx.config.base
+            sha256 = base.sha256 if isinstance(base, DownloadBase) else None
+            return describe_download(base.url if isinstance(base, DownloadBase) else "", source.download, sha256)
+        spec = source.plan.spec
+        details = {"variant": str(spec.variant), "bootable": spec.bootable, "include": list(spec.include)}
+        return describe_debian(((s.uri, s.suite, s.components) for s in source.plan.sources),
+                               source.key["release_dates"], details)
+
+    return SbomRequest(ctx.config.hostname, __version__, module_facts(ctx.plan.modules, ctx.config.requirements,
+                                                                  ctx.config.directory),
+                       describe_base, in_image=bool(ctx.config.value("sbom.in_image")), root_identity=root_identity)
 
 
 def _fill_root(ctx: BuildContext, root: Path, source: PlannedBase | FetchedBase,
                runs: Sequence[Sequence[ResolvedModule]]) -> tuple[ModuleLayers | None, int]:
     """The base, or the newest cached result of the first module runs; how many runs that covers."""
-    identity, fill = _base_filler(ctx, root, source)
+    identity, fill = _base_filler(ctx, root, source, planned)
     layers = None
     if ctx.cache.enabled and runs and identity is not None:
         layers = layers_for(ctx.cache, identity, ctx.config, runs)
@@ -499,6 +555,7 @@ def _manifest(ctx: BuildContext, root_name: str, os_release: Mapping[str, str], 
         hostname=ctx.config.hostname,
         modules=modules_record(ctx.plan.modules),
         source_date_epoch=repro.epoch,
+        sbom=SBOM_NAME if (ctx.paths.staging / SBOM_NAME).is_file() else None,
     )
 
 

@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "hotsauce.commands.boot",
     "hotsauce.commands.upload",
     "hotsauce.commands.unpack",
+    "hotsauce.commands.diff",
     "hotsauce.commands.shell",
     "hotsauce.commands.init",
     "hotsauce.commands.schema",

@@ -429,6 +429,11 @@ MODULE = Section("a mapping", keys=(
     Key("vars", FreeMapping(), "variables for this module only", default={}),
 ), exactly_one_of=("role", "playbook", "python"))
 
+SBOM = Section("a mapping", keys=(
+    Key("enabled", Flag(), "write sbom.spdx.json into the set", default=True),
+    Key("in_image", Flag(), "copy it into the image too, as /usr/share/os-manifests/sbom.spdx.json", default=True),
+))
+
 _FORMAT_NAMES = "|".join(member.value for member in DiskFormat)
 _FORMATS_PATTERN = f"^({_FORMAT_NAMES})(,({_FORMAT_NAMES}))*$"
 _FORMATS_EXPECTED = "formats of " + ", ".join(member.value for member in DiskFormat) + ", comma-separated"
@@ -470,6 +475,8 @@ BUILD_YAML = Section("a mapping of keys at the top level", nullable=True, open=T
         default=DiskFormat.QCOW2.value, example=["qcow2", "vmdk"]),
     Key("qcow2_compression", Choice.of(Qcow2Compression), "layout disk: how the qcow2 file is compressed "
         "(--qcow2-compression)", default=Qcow2Compression.NONE.value),
+    Key("sbom", SBOM, "the set's software bill of materials, sbom.spdx.json (see \"What is in an image\")",
+        default_text="written, and copied into the image"),
     Key("reproducible", Flag(), "true: byte-identical ext4 root images (the ext4 made again from the finished "
         "tree, qemu-img writing in order), a few seconds slower (--reproducible)", default=False),
 ))

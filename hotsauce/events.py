@@ -37,6 +37,7 @@ class Stage(StrEnum):
     MOUNT = "mount"  # the root filesystem mounted
     BASE = "base"  # the root filled from the base (or from cached module runs)
     MODULES = "modules"
+    SBOM = "sbom"  # the image's software bill of materials read from the mounted root
     FINISH = "finish"  # the root scrubbed, boot files copied, unmounted and detached
     CONVERT = "convert"  # the root image, manifest, libvirt.xml and checksums written
     BOOT_CHECK = "boot-check"

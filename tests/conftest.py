@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 from hotsauce.bases.debian import provide_debian_base
 from hotsauce.config import DebianBase
 from hotsauce.events import Event
+from hotsauce.host.mounts import mount_points_below
 from hotsauce.store.cache import CACHE_ENV, Cache
 from tests.glance_images import CLOUD
 from tests.glance_server import GlanceServer, running_glance
@@ -35,6 +37,19 @@ def host_apt_sources() -> Path:
     if not sources:
         pytest.skip("this host has no deb822 apt sources to bootstrap from")
     return sources[0]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse to start over a mount left below pytest's temporary folders (by a run that was
+    killed before it released a build chroot): pytest removes old temporary folders with rmtree,
+    and through a chroot's bind of /dev that deletes the host's devices."""
+    roots = [Path(tempfile.gettempdir()) / f"pytest-of-{getpass.getuser()}"]
+    if session.config.option.basetemp:
+        roots.append(Path(session.config.option.basetemp).absolute())
+    for root in roots:
+        if left := mount_points_below(root):
+            pytest.exit(f"{left[0]} is still mounted below {root}: unmount it (or run `hotsauce cleanup`) "
+                        "before running the tests", returncode=3)
 
 
 @pytest.fixture(scope="session")

@@ -204,7 +204,7 @@ def test_a_build_brackets_every_stage_in_order_and_ends_with_finished(scene: Sce
     events: list[Event] = []
     result = recorded_build(scene, ["stamp"], CommandRecorder(), events)
     ran = [Stage.CONFIG, Stage.DOWNLOAD, Stage.DISK, Stage.FORMAT, Stage.MOUNT, Stage.BASE, Stage.MODULES,
-           Stage.FINISH, Stage.CONVERT, Stage.PUBLISH]
+           Stage.SBOM, Stage.FINISH, Stage.CONVERT, Stage.PUBLISH]
     assert stage_events(events, EventKind.STAGE_START) == ran
     assert stage_events(events, EventKind.STAGE_END) == ran
     assert list(result.times.seconds) == ran

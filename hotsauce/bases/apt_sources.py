@@ -102,7 +102,7 @@ def parse_one_line(text: str) -> Iterator[SourceEntry]:
 
 def parse_deb822(text: str) -> Iterator[SourceEntry]:
     """Entries of a deb822 .sources file; stanzas with `Enabled: no` are skipped."""
-    for stanza in _stanzas(text):
+    for stanza in control_stanzas(text):
         if stanza.get("enabled", "yes").lower() == "no":
             continue
         if "deb" not in stanza.get("types", "").split():
@@ -113,7 +113,9 @@ def parse_deb822(text: str) -> Iterator[SourceEntry]:
                 yield SourceEntry(_clean_uri(uri), suite, components)
 
 
-def _stanzas(text: str) -> Iterator[dict[str, str]]:
+def control_stanzas(text: str) -> Iterator[dict[str, str]]:
+    """The stanzas of a Debian control-format text (deb822 sources, dpkg's status): field names
+    lowered, continuation lines joined with a space, comment lines skipped."""
     stanza: dict[str, str] = {}
     field = ""
     for line in text.splitlines():

@@ -7,6 +7,7 @@ A set is a folder (or a tar.gz of the same files at its top level) holding:
     vmlinuz                 the kernel          (absent when built with kernel: false)
     initrd.img              the ramdisk         (absent when built with kernel: false)
     libvirt.xml             a domain that boots the set where its files are (see output/libvirt.py)
+    sbom.spdx.json          what the image holds and was made from, SPDX 2.3 (see output/sbom.py)
     manifest.json           what the set is: see Manifest
     NAME.sha256             one per file above, in `sha256sum` format
 """
@@ -65,11 +66,14 @@ class Manifest:
     # Each module in order: name, kind, digest of its files, and the version ansible-galaxy installed
     # a role as (from requirements.yml), where there is one.
     modules: tuple[dict[str, object], ...] = ()
+    sbom: str | None = None  # the SPDX SBOM's file name (sbom.spdx.json); None: built without one
     source_date_epoch: int | None = None  # SOURCE_DATE_EPOCH: no file time of the image or set is later
 
     def files(self) -> list[str]:
         disks = [str(entry["name"]) for entry in self.disk_files if entry["name"] != self.root]
-        names = [self.root, *disks, *(n for n in (self.kernel, self.ramdisk) if n), LIBVIRT_NAME, MANIFEST_NAME]
+        extras = (self.kernel, self.ramdisk)
+        names = [self.root, *disks, *(n for n in extras if n), LIBVIRT_NAME, *([self.sbom] if self.sbom else []),
+                 MANIFEST_NAME]
         return names
 
     def write(self, folder: Path) -> Path:
