@@ -424,7 +424,7 @@ def sbom_request(ctx: BuildContext, source: PlannedBase | FetchedBase, root_iden
 def _fill_root(ctx: BuildContext, root: Path, source: PlannedBase | FetchedBase,
                runs: Sequence[Sequence[ResolvedModule]]) -> tuple[ModuleLayers | None, int]:
     """The base, or the newest cached result of the first module runs; how many runs that covers."""
-    identity, fill = _base_filler(ctx, root, source, planned)
+    identity, fill = _base_filler(ctx, root, source)
     layers = None
     if ctx.cache.enabled and runs and identity is not None:
         layers = layers_for(ctx.cache, identity, ctx.config, runs)
