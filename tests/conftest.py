@@ -43,13 +43,12 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     """Refuse to start over a mount left below pytest's temporary folders (by a run that was
     killed before it released a build chroot): pytest removes old temporary folders with rmtree,
     and through a chroot's bind of /dev that deletes the host's devices."""
-    roots = [Path(tempfile.gettempdir()) / f"pytest-of-{getpass.getuser()}"]
-    if session.config.option.basetemp:
-        roots.append(Path(session.config.option.basetemp).absolute())
-    for root in roots:
-        if left := mount_points_below(root):
-            pytest.exit(f"{left[0]} is still mounted below {root}: unmount it (or run `hotsauce cleanup`) "
-                        "before running the tests", returncode=3)
+    # With --basetemp pytest empties only that folder; otherwise it prunes its own numbered ones.
+    given = session.config.option.basetemp
+    root = Path(given).absolute() if given else Path(tempfile.gettempdir()) / f"pytest-of-{getpass.getuser()}"
+    if left := mount_points_below(root):
+        pytest.exit(f"{left[0]} is still mounted below {root}: unmount it (or run `hotsauce cleanup`) "
+                    "before running the tests", returncode=3)
 
 
 @pytest.fixture(scope="session")
