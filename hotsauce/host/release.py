@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
@@ -56,9 +57,15 @@ def free_mount(folder: Path) -> list[str]:
 def stop_processes_holding(folder: Path) -> list[int]:
     """SIGTERM, then SIGKILL, every process keeping something below `folder` busy; waits until
     none does. Returns the pids signalled."""
+    return stop_processes_found_by(lambda: processes_holding(folder))
+
+
+def stop_processes_found_by(find: Callable[[], list[int]]) -> list[int]:
+    """SIGTERM, then SIGKILL, the processes `find()` names, asking again after each signal and
+    waiting until it names none (or the wait runs out). Returns the pids signalled."""
     signalled: list[int] = []
     for sig, wait in ((signal.SIGTERM, STOP_GRACE_SECONDS), (signal.SIGKILL, KILL_WAIT_SECONDS)):
-        pids = processes_holding(folder)
+        pids = find()
         if not pids:
             break
         for pid in pids:
@@ -66,8 +73,8 @@ def stop_processes_holding(folder: Path) -> list[int]:
                 os.kill(pid, sig)
         signalled += [pid for pid in pids if pid not in signalled]
         deadline = time.monotonic() + wait
-        while processes_holding(folder) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        while find() and time.monotonic() < deadline:
+            time.sleep(0.05)
     return signalled
 
 

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
@@ -31,7 +29,7 @@ from pathlib import Path
 from hotsauce.errors import StageFailed
 from hotsauce.host import ledger
 from hotsauce.host.proc import run
-from hotsauce.host.release import KILL_WAIT_SECONDS, STOP_GRACE_SECONDS
+from hotsauce.host.release import stop_processes_found_by
 from hotsauce.modules.ansible_plugins.connection.hotsauce_chroot import (
     STATE_NETNS,
     STATE_STUB,
@@ -137,17 +135,7 @@ def private_network_namespace(path: Path) -> Iterator[None]:
 def stop_sandboxes(root: Path) -> list[int]:
     """SIGTERM, then SIGKILL, the bwrap processes of every sandbox of `root` still running;
     each takes its sandbox's processes with it (its PID namespace ends). Returns the pids."""
-    signalled: list[int] = []
-    for sig, wait in ((signal.SIGTERM, STOP_GRACE_SECONDS), (signal.SIGKILL, KILL_WAIT_SECONDS)):
-        pids = sandbox_processes(root)
-        for pid in pids:
-            with suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        signalled += [pid for pid in pids if pid not in signalled]
-        deadline = time.monotonic() + wait
-        while sandbox_processes(root) and time.monotonic() < deadline:
-            time.sleep(0.05)
-    return signalled
+    return stop_processes_found_by(lambda: sandbox_processes(root))
 
 
 def sandbox_processes(root: Path) -> list[int]:
