@@ -4,6 +4,8 @@ unchanged, leave nothing of the build host in the image, and the image boots wit
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import shutil
 import socket
@@ -12,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from hotsauce.output.sbom import SBOM_NAME
+from hotsauce.output.set_diff import sbom_packages
 from tests.disk_boots import boot
 from tests.images import mounted_root_image, run_hotsauce
 
@@ -104,6 +108,16 @@ def test_nothing_of_the_build_host_is_templated_into_the_image(built_set: Path, 
         assert f"127.0.1.1\t{HOSTNAME}.example.test {HOSTNAME}" in (root / "etc/hosts").read_text()
 
 
+INSTALLED_DIGEST = ("dpkg-query -W -f '${db:Status-Status} ${Package}:${Architecture} ${Version}\\n' "
+                    "| grep '^installed ' | LC_ALL=C sort | sha256sum | cut -c1-64")
+
+
+def digest_of_installed(packages: dict[str, str]) -> str:
+    """What INSTALLED_DIGEST prints for these packages (NAME:ARCH -> version)."""
+    lines = sorted(f"installed {name} {version}" for name, version in packages.items())
+    return hashlib.sha256("".join(line + "\n" for line in lines).encode()).hexdigest()
+
+
 def run_of_the_base(tarball: Path) -> list[str]:
     listed = subprocess.run(["tar", "--zstd", "-tf", str(tarball)], capture_output=True, text=True, check=True)
     return sorted(name.removeprefix("./").rstrip("/") for name in listed.stdout.splitlines()
@@ -137,6 +151,8 @@ def test_the_image_boots_with_the_roles_services_running_and_settings_in_effect(
         "grep -c '^dummy ' /proc/modules": "1",
         "nft list tables | grep -c hotsauce_test": "1",
     }
+    # The set's SBOM lists exactly the packages dpkg knows as installed in the booted image.
+    checks[INSTALLED_DIGEST] = digest_of_installed(sbom_packages(json.loads((built_set / SBOM_NAME).read_text())))
     arguments = [part for command in checks for part in ("--check", command)]
     verdict = boot(built_set, tmp_path, *arguments)
     found = {check["command"]: (check["status"], check["output"].strip()) for check in verdict["checks"]}
