@@ -40,12 +40,12 @@ modules:
   - swapfile
   - motd
   - journald
+  - running_module
+  - running_firewall
 users_list:
   - name: deploy
     groups: [ops]
     ssh_keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHotSauceGalaxyStyleTestKey deploy@test"]
-  - running_module
-  - running_firewall
 sshd_allow_groups: [ops]
 """
 # From the sandbox's own roles (tests/sandbox_roles): a module loaded now and at boot, and a firewall
