@@ -149,8 +149,10 @@ def _finish_root(root: Path, manifest: Manifest, staging: Path) -> Manifest:
     disk.trim(root)
     from hotsauce.build import new_build_id  # the build pipeline imports the output stage, not the reverse
 
+    # The SBOM described the set as built; what was done in the shell is in no module, so the
+    # changed set carries none rather than one that may no longer be true.
     return replace(manifest, build_id=new_build_id(), created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                   os_distro=os_release.get("ID"), os_version=os_release.get("VERSION_ID"))
+                   os_distro=os_release.get("ID"), os_version=os_release.get("VERSION_ID"), sbom=None)
 
 
 def _write_set(export: Path, staging: Path, manifest: Manifest) -> None:
