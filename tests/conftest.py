@@ -98,14 +98,39 @@ def temporary_files_in_the_test_folder(tmp_path_factory: pytest.TempPathFactory)
         os.environ["TMPDIR"] = saved_env
 
 
+_CALL_REPORT = pytest.StashKey[pytest.TestReport]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Keep the test's own outcome where its fixtures' teardown can read it."""
+    report = yield
+    if report.when == "call":
+        item.stash[_CALL_REPORT] = report
+    return report
+
+
 @pytest.fixture(autouse=True)
-def nothing_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """After every test: no loop device backed by, and no mount under, this run's folders."""
+def nothing_left_behind(request: pytest.FixtureRequest,
+                        tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After every test: no loop device backed by, and no mount under, this run's folders.
+    A test that passed and left nothing then gives its folder back: a full run builds some
+    sixty images, and keeping them all would need more disk than a CI machine has."""
     ours = str(tmp_path_factory.getbasetemp())
     before = held_resources(ours)
     yield
     leaked = held_resources(ours) - before
     assert not leaked, f"the test left these attached or mounted: {sorted(leaked)}"
+    report = request.node.stash.get(_CALL_REPORT, None)
+    folder = getattr(request.node, "funcargs", {}).get("tmp_path")
+    if report is not None and report.passed and isinstance(folder, Path):
+        _remove_test_folder(folder)
+
+
+def _remove_test_folder(folder: Path) -> None:
+    # Never across a mount: through a leftover bind of /dev, rm would delete the host's devices.
+    if not mount_points_below(folder):
+        subprocess.run(["rm", "-rf", "--one-file-system", folder], check=True)
 
 
 # --- the suite's Glance: one per session, for every upload test ----------------------------------
