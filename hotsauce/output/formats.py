@@ -19,8 +19,8 @@ from typing import Any
 
 from hotsauce.errors import ConfigError
 from hotsauce.host import proc
+from hotsauce.output.imageset import SET_FILE_MODE
 
-SET_FILE_MODE = 0o644
 DISK_BASENAME = "disk"
 
 

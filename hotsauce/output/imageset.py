@@ -31,6 +31,7 @@ LIBVIRT_NAME = "libvirt.xml"
 MANIFEST_NAME = "manifest.json"
 CHECKSUM_SUFFIX = ".sha256"
 ROOT_LABEL = "root"
+SET_FILE_MODE = 0o644  # every file of a set: readable by the hypervisor's user, as qemu-img leaves none
 EC2_LAYOUT = "ec2"  # a root filesystem booted with the set's kernel and ramdisk
 DISK_LAYOUT = "disk"  # a whole partitioned disk that boots through its firmware and bootloader
 

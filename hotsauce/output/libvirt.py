@@ -19,9 +19,16 @@ from pathlib import Path
 from hotsauce.boot.qemu import GUEST_CPUS, GUEST_MEMORY_MB, Accel, choose_accel, kvm_device_usable
 from hotsauce.errors import KvmUnusable, UnknownLayout
 from hotsauce.events import Emit, Event, ignore
-from hotsauce.output.imageset import DISK_LAYOUT, EC2_LAYOUT, LIBVIRT_NAME, MANIFEST_NAME, Manifest, write_checksum
+from hotsauce.output.imageset import (
+    DISK_LAYOUT,
+    EC2_LAYOUT,
+    LIBVIRT_NAME,
+    MANIFEST_NAME,
+    SET_FILE_MODE,
+    Manifest,
+    write_checksum,
+)
 
-SET_FILE_MODE = 0o644  # as every file of the set
 UEFI = "uefi"
 BIOS = "bios"
 BOOT_MODES = (BIOS, UEFI)

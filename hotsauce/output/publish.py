@@ -19,11 +19,9 @@ from hotsauce.host import ledger, proc
 from hotsauce.host.release import remove
 from hotsauce.image import archive
 from hotsauce.image.disk import Partition
-from hotsauce.output.imageset import Manifest, write_checksum
+from hotsauce.output.imageset import SET_FILE_MODE, Manifest, write_checksum
 from hotsauce.output.libvirt import place_set
 from hotsauce.output.libvirt import write_libvirt_xml as write_libvirt_xml  # build.py calls it from here
-
-SET_FILE_MODE = 0o644
 
 
 def check_output_path(output: Path, *, force: bool) -> None:
