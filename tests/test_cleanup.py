@@ -236,3 +236,21 @@ def test_what_a_build_could_not_release_stays_in_its_ledger_and_cleanup_releases
     assert f"released mount {busy_makers_stopped / 'root'}" in result.stderr
     assert held_resources(str(busy_makers_stopped)) == set()
     assert list(run_dir.iterdir()) == []
+
+
+def test_mounts_a_tool_left_below_the_root_are_released_with_it(busy_makers_stopped: Path) -> None:
+    """A bootstrap tool that dies mid-way (mmdebstrap on a full disk) can leave its own /proc and
+    /dev/shm mounted inside the image root: the build unmounts them before the root itself."""
+    run_dir, image = busy_makers_stopped / "run", busy_makers_stopped / "disk.raw"
+    with ledger.recording(run_dir):
+        disk.allocate(image, 64 << 20)
+        partition = disk.write_partition_table(image)
+        with disk.attached(image, partition) as device:
+            disk.make_filesystem(device, FsType.EXT4)
+            with disk.root_filesystem_mounted(device, busy_makers_stopped / "root") as root:
+                for name, kind in (("proc", "proc"), ("dev", "tmpfs"), ("dev/shm", "tmpfs")):
+                    (root / name).mkdir(exist_ok=True)
+                    subprocess.run(["mount", "-t", kind, kind, root / name], check=True)
+
+    assert held_resources(str(busy_makers_stopped)) == set()
+    assert list(run_dir.iterdir()) == []

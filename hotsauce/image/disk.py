@@ -151,6 +151,9 @@ def flush(mountpoint: Path) -> None:
 
 
 def _unmount(mountpoint: Path) -> None:
+    # Whatever is still mounted below the root by now was left by a tool that died half-way (mmdebstrap
+    # on a full disk leaves its /proc, /sys, /dev/pts and /dev/shm): it goes first, deepest first.
+    release.unmount_below(mountpoint.absolute(), including_itself=False)
     # What a module left keeping the image busy (a swap file, a process) cannot outlive the build.
     _run_until_released(["umount", mountpoint], before_retry=lambda: release.free_mount(mountpoint.absolute()))
 
