@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import suppress
@@ -20,6 +21,7 @@ import pytest
 from hotsauce.config import FsType
 from hotsauce.errors import CommandFailed
 from hotsauce.host import ledger
+from hotsauce.host.mounts import loop_backing
 from hotsauce.image import disk
 from tests.faults.checks import leftovers_under
 from tests.faults.running import hotsauce_env, start_in_background, wait_for
@@ -254,3 +256,20 @@ def test_mounts_a_tool_left_below_the_root_are_released_with_it(busy_makers_stop
 
     assert held_resources(str(busy_makers_stopped)) == set()
     assert list(run_dir.iterdir()) == []
+
+
+def test_detaching_a_loop_device_still_open_waits_until_it_is_gone(busy_makers_stopped: Path) -> None:
+    """losetup --detach of an open device only marks it to go at the last close (as when the FUSE
+    export behind `hotsauce shell` closes): detach_loop returns once the kernel has let it go."""
+    image = busy_makers_stopped / "disk.raw"
+    disk.allocate(image, 64 << 20)
+    device = Path(subprocess.run(["losetup", "--find", "--show", image], capture_output=True, text=True,
+                                 check=True).stdout.strip())
+    holder = os.open(device, os.O_RDONLY)
+    closer = threading.Timer(0.5, os.close, [holder])
+    closer.start()
+    try:
+        disk.detach_loop(device)
+        assert loop_backing(device) is None
+    finally:
+        closer.join()

@@ -21,6 +21,7 @@ from pathlib import Path
 from hotsauce.config import FsType
 from hotsauce.errors import CommandFailed, ConfigError, StageFailed
 from hotsauce.host import ledger, proc, release
+from hotsauce.host.mounts import loop_backing
 from hotsauce.image.reproducible import Reproducible, btrfs_options, ext4_options, xfs_options
 from hotsauce.output.imageset import ROOT_LABEL
 
@@ -84,6 +85,11 @@ def attached(image: Path, partition: Partition) -> Iterator[Path]:
 
 def detach_loop(device: Path) -> None:
     _run_until_released(["losetup", "--detach", device])
+    # A device something still has open (a FUSE-backed image closing) is only marked to go when
+    # it is closed, and losetup returns at once: wait for the kernel, so the ledger sees it gone.
+    deadline = time.monotonic() + RELEASE_ATTEMPTS * RELEASE_PAUSE_SECONDS
+    while loop_backing(device) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _run_until_released(argv: list[str | Path], before_retry: Callable[[], object] = lambda: None) -> None:
