@@ -30,16 +30,6 @@ from hotsauce.errors import StageFailed
 from hotsauce.host import ledger
 from hotsauce.host.proc import run
 from hotsauce.host.release import stop_processes_found_by
-from hotsauce.modules.ansible_plugins.connection.hotsauce_chroot import (
-    STATE_NETNS,
-    STATE_STUB,
-    STATE_SYSCTL,
-    STUB,
-    bwrap_available,
-    image_environment,
-    sandbox_argv,
-    state_folder,
-)
 
 PROC_SYS = Path("/proc/sys")
 
@@ -48,6 +38,10 @@ def command_in_image(root: Path, argv: Sequence[str], *, hostname: str | None = 
     """The argument list that runs `argv` inside the image root, sandboxed.
 
     `hostname` is the sandbox's host name; by default the image's /etc/hostname."""
+    # Imported here, as below: the plugin imports ansible-core (about 0.3 s at every start, and
+    # its set-up), which a build that runs nothing in the image (one served from the cache) skips.
+    from hotsauce.modules.ansible_plugins.connection.hotsauce_chroot import sandbox_argv
+
     return sandbox_argv(str(root), argv, hostname=hostname)
 
 
@@ -66,6 +60,8 @@ def run_in_image(
     The environment is the image's (PATH, HOME, LANG, DEBIAN_FRONTEND...) plus `env`.
     With `check`, a non-zero exit raises subprocess.CalledProcessError, as
     subprocess.run does."""
+    from hotsauce.modules.ansible_plugins.connection.hotsauce_chroot import image_environment
+
     return subprocess.run(
         command_in_image(Path(root), argv),
         check=check,
@@ -81,6 +77,15 @@ def sandbox_state(root: Path) -> Iterator[None]:
     """The build's sandbox state while the block runs: a private writable copy of /proc/sys,
     a private network namespace for firewall and link commands, and the stub for programs
     that would act on the host. Removed afterwards, the namespace unmounted first."""
+    from hotsauce.modules.ansible_plugins.connection.hotsauce_chroot import (
+        STATE_NETNS,
+        STATE_STUB,
+        STATE_SYSCTL,
+        STUB,
+        bwrap_available,
+        state_folder,
+    )
+
     if not bwrap_available():
         raise StageFailed("sandbox", "bwrap is not installed; modules run in a bubblewrap sandbox "
                                      "(Debian: apt-get install bubblewrap)")
