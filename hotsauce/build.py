@@ -12,10 +12,9 @@ import errno
 import os
 import secrets
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -196,14 +195,8 @@ def warn_about_leftovers(emit: Emit) -> None:
                    "run `hotsauce cleanup` to release them"))
 
 
-@contextmanager
-def _work_folder(options: BuildOptions) -> Iterator[Path]:
-    work = Path(tempfile.mkdtemp(prefix="hotsauce-build-", dir=options.work_dir)).absolute()
-    with ledger.held(ledger.Kind.PATH, work):
-        try:
-            yield work
-        finally:
-            ledger.remove_tree(work)
+def _work_folder(options: BuildOptions) -> AbstractContextManager[Path]:
+    return ledger.temporary_folder("hotsauce-build-", options.work_dir)
 
 
 def _root_source(ctx: BuildContext) -> PlannedBase | FetchedBase:

@@ -45,7 +45,10 @@ def kill_build_when_it_reaches(scene: Scene, marker: Path, env: dict[str, str]) 
 
 def held_by_the_killed_build(scene: Scene) -> list[str]:
     staging = [p.name for p in scene.output.parent.iterdir() if p.name.startswith(f".{scene.output.name}.partial-")]
-    return leftovers_under(scene.scratch) + [str(p) for p in scene.work.iterdir()] + staging
+    # What the build makes beside its work folder (the KVM probe's folder, Ansible's private
+    # folder) is in $TMPDIR, this test run's own (conftest): nothing else of hotsauce runs there now.
+    beside = [str(p) for p in Path(os.environ["TMPDIR"]).glob("hotsauce-*")]
+    return leftovers_under(scene.scratch) + [str(p) for p in scene.work.iterdir()] + staging + beside
 
 
 def kill_in_modules(tmp_path: Path) -> Scene:

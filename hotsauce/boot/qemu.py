@@ -17,9 +17,9 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from tempfile import TemporaryDirectory
 
 from hotsauce.errors import ConfigError, KvmUnusable, QemuMissing
+from hotsauce.host import ledger
 from hotsauce.host.proc import child_process
 
 QEMU_BINARY = "qemu-system-x86_64"
@@ -162,8 +162,9 @@ def kvm_probe_started(kernel: Path, *, seconds: float = KVM_PROBE_SECONDS,
     if not kvm_device_usable() or _known_verdict(digest, remember_in) is not None or digest in _probes_running:
         yield
         return
-    with TemporaryDirectory(prefix="hotsauce-kvm-probe-") as temp, _probe_qemu(kernel, Path(temp)) as qemu:
-        _probes_running[digest] = _RunningProbe(qemu, Path(temp) / "console.log", time.monotonic() + seconds)
+    # Recorded in the ledger: a build killed while its probe runs leaves the folder to `hotsauce cleanup`.
+    with ledger.temporary_folder("hotsauce-kvm-probe-") as temp, _probe_qemu(kernel, temp) as qemu:
+        _probes_running[digest] = _RunningProbe(qemu, temp / "console.log", time.monotonic() + seconds)
         try:
             yield
         finally:
@@ -218,8 +219,8 @@ def _probe_qemu(kernel: Path, temp: Path) -> AbstractContextManager[subprocess.P
 
 def _probe_kvm(kernel: Path, seconds: float) -> bool:
     """Probe now: if QEMU is still running after `seconds`, KVM hangs the guest here."""
-    with TemporaryDirectory(prefix="hotsauce-kvm-probe-") as temp, _probe_qemu(kernel, Path(temp)) as qemu:
-        return _RunningProbe(qemu, Path(temp) / "console.log", time.monotonic() + seconds).verdict()
+    with ledger.temporary_folder("hotsauce-kvm-probe-") as temp, _probe_qemu(kernel, temp) as qemu:
+        return _RunningProbe(qemu, temp / "console.log", time.monotonic() + seconds).verdict()
 
 
 def choose_accel(requested: Accel, kernel: Path, *, remember_in: Path | None = None) -> Accel:

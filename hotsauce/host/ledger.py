@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -215,6 +216,18 @@ def held(
 def held_process(pid: int) -> Iterator[None]:
     with held(Kind.PROCESS, str(pid), start_time=process_start_time(pid)):
         yield
+
+
+@contextmanager
+def temporary_folder(prefix: str, parent: Path | None = None) -> Iterator[Path]:
+    """A new temporary folder (in `parent`, default $TMPDIR) for the block, removed after it, and
+    recorded meanwhile so that `hotsauce cleanup` removes it after a SIGKILL."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent)).absolute()
+    with held(Kind.PATH, folder):
+        try:
+            yield folder
+        finally:
+            remove_tree(folder)
 
 
 def remove_tree(path: Path) -> None:

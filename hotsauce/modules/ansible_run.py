@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -34,7 +33,7 @@ import yaml
 from hotsauce.config import ModuleKind
 from hotsauce.errors import ModuleFailed
 from hotsauce.events import Emit, Event
-from hotsauce.host import cancel
+from hotsauce.host import cancel, ledger
 from hotsauce.modules.ansible_plugins import CONNECTION_PLUGINS, MODULES
 from hotsauce.modules.chroot import checked_host_path
 from hotsauce.modules.resolve import ResolvedModule
@@ -102,8 +101,7 @@ def run_ansible_modules(
     markers = {play_marker(m): m for m in modules}
     watch = RunWatch(markers)
     artifacts = log_dir / ident
-    with tempfile.TemporaryDirectory(prefix="hotsauce-ansible-") as private, image_left_clean(root):
-        private_dir = Path(private)
+    with ledger.temporary_folder("hotsauce-ansible-") as private_dir, image_left_clean(root):
         playbook = write_project(private_dir, root, modules, cfg)
         env = runner_environment(private_dir, roles_path, collections_path)
         try:

@@ -24,7 +24,6 @@ import pickle
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Mapping
 from contextlib import suppress
 from pathlib import Path
@@ -41,12 +40,8 @@ CHILD_MODULE = "hotsauce.modules.python_child"
 
 def run_python_module(module: ResolvedModule, root: Path, cfg: Mapping[str, Any]) -> None:
     """Run the module's modify(name, root, cfg) in a child and wait for it; ModuleFailed if it fails."""
-    folder = Path(tempfile.mkdtemp(prefix="hotsauce-module-")).absolute()
-    with ledger.held(ledger.Kind.PATH, folder):
-        try:
-            _run_in_child(module, root, cfg_for(module, cfg), folder)
-        finally:
-            ledger.remove_tree(folder)
+    with ledger.temporary_folder("hotsauce-module-") as folder:
+        _run_in_child(module, root, cfg_for(module, cfg), folder)
 
 
 def cfg_for(module: ResolvedModule, cfg: Mapping[str, Any]) -> dict[str, Any]:
