@@ -17,12 +17,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-# The sandbox's argument builder lives in the Ansible connection plugin, so a build that runs
-# something in the image imports ansible-core, which then makes (and at exit removes) a folder
-# under the build host's ~/.ansible/tmp. Its place is the host's temporary folder instead;
-# Ansible runs set their own.
-os.environ.setdefault("ANSIBLE_LOCAL_TEMP", "/tmp")
-
 import hotsauce
 from hotsauce.errors import HotsauceError, Interrupted
 

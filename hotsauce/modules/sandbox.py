@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
@@ -34,12 +35,20 @@ from hotsauce.host.release import stop_processes_found_by
 PROC_SYS = Path("/proc/sys")
 
 
+def _before_importing_the_plugin() -> None:
+    """The connection plugin imports ansible-core, which makes its local temporary folder at once
+    (and removes it at exit), under the build host's ~/.ansible unless told otherwise: this
+    process's goes in the host's temporary folder instead. Ansible runs set their own."""
+    os.environ.setdefault("ANSIBLE_LOCAL_TEMP", tempfile.gettempdir())
+
+
 def command_in_image(root: Path, argv: Sequence[str], *, hostname: str | None = None) -> list[str]:
     """The argument list that runs `argv` inside the image root, sandboxed.
 
     `hostname` is the sandbox's host name; by default the image's /etc/hostname."""
     # Imported here, as below: the plugin imports ansible-core (about 0.3 s at every start, and
     # its set-up), which a build that runs nothing in the image (one served from the cache) skips.
+    _before_importing_the_plugin()
     from hotsauce.modules.ansible_plugins.connection.hotsauce_chroot import sandbox_argv
 
     return sandbox_argv(str(root), argv, hostname=hostname)
@@ -60,6 +69,7 @@ def run_in_image(
     The environment is the image's (PATH, HOME, LANG, DEBIAN_FRONTEND...) plus `env`.
     With `check`, a non-zero exit raises subprocess.CalledProcessError, as
     subprocess.run does."""
+    _before_importing_the_plugin()
     from hotsauce.modules.ansible_plugins.connection.hotsauce_chroot import image_environment
 
     return subprocess.run(
@@ -77,6 +87,7 @@ def sandbox_state(root: Path) -> Iterator[None]:
     """The build's sandbox state while the block runs: a private writable copy of /proc/sys,
     a private network namespace for firewall and link commands, and the stub for programs
     that would act on the host. Removed afterwards, the namespace unmounted first."""
+    _before_importing_the_plugin()
     from hotsauce.modules.ansible_plugins.connection.hotsauce_chroot import (
         STATE_NETNS,
         STATE_STUB,
