@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from hotsauce.image import scrub
 from hotsauce.output.imageset import Manifest, verify_set
 from tests.http_server import ServedFolder, serving
 from tests.images import filesystem_label, mounted_root_image, run_hotsauce, unpack_set
@@ -102,8 +103,11 @@ def test_the_root_image_holds_the_tarball_and_the_modules_work(
     members = {line.removeprefix("./").rstrip("/") for line in listing} - {""}
     with mounted_root_image(unpacked_set / "root.qcow2", tmp_path) as root:
         missing = [m for m in members if not (root / m).exists() and not (root / m).is_symlink()]
-        # The image's finishing removes the build host's resolver and apt's lists and caches.
-        scrubbed = ("etc/resolv.conf", "var/lib/apt/lists/", "var/cache/apt/")
+        # The image's finishing removes the build host's resolver and apt's lists and caches, and
+        # what differs from one build to the next (dpkg's and debconf's backups, temporary files).
+        scrubbed = ("etc/resolv.conf", "var/lib/apt/lists/", "var/cache/apt/",
+                    *(path.lstrip("/") for path in scrub.REMOVED),
+                    *(f"{folder.lstrip('/')}/" for folder in scrub.EMPTIED_FOLDERS))
         assert [m for m in missing if not m.startswith(scrubbed)] == []
         assert (root / "etc" / "made-by-module").read_text() == "stamp sauce\n"
         assert "LABEL=root" in (root / "etc" / "fstab").read_text()

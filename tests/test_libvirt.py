@@ -281,8 +281,9 @@ def folder_set(project: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def unpacked_set(project: Path) -> Path:
-    """A tar.gz build, unpacked by `hotsauce unpack`."""
-    built = run_hotsauce("build", "-s", "2G", "-o", "packed.tar.gz", "-x", cwd=project)
+    """A tar.gz build, unpacked by `hotsauce unpack`. Its disk is larger than the folder set's: a build
+    is named by its inputs, and two builds of the same inputs would be one libvirt domain."""
+    built = run_hotsauce("build", "-s", "3G", "-o", "packed.tar.gz", "-x", cwd=project)
     assert built.returncode == 0, built.stderr[-3000:]
     unpacked = run_hotsauce("unpack", "packed.tar.gz", "unpacked-set", cwd=project)
     assert unpacked.returncode == 0, unpacked.stderr[-3000:]
