@@ -165,5 +165,10 @@ def _unmount(mountpoint: Path) -> None:
 
 
 def trim(mountpoint: Path) -> None:
-    """Give freed blocks back to the sparse file so the converted image stays small."""
+    """Give freed blocks back to the sparse file so the converted image stays small.
+
+    Blocks freed since the journal last committed (the finishing's removals: apt's lists and
+    caches, logs) are not free yet to fstrim, which skips them silently: commit first. Measured:
+    fstrim right after removing 160 MiB trimmed nothing, after syncfs all of it."""
+    proc.run(["sync", "--file-system", mountpoint], check=False)
     proc.run(["fstrim", mountpoint], check=False)
