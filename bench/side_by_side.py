@@ -31,34 +31,15 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from hotsauce.config import ModuleKind, ModuleRef
+# Run as a script, this folder is on the path: the reference project and the trivial role are theirs.
+from reference_build import write_project
+from sandbox_task_cost import role_of
+
 from hotsauce.host.mounts import mount_points_below
 from hotsauce.modules import ansible_run
 from hotsauce.modules.chroot import build_chroot
 from hotsauce.modules.resolve import ResolvedModule
 
-REFERENCE_YAML = """\
-base:
-  debian:
-    suite: bookworm
-    bootable: true
-modules:
-  - add_user
-  - install_packages
-  - motd
-add_users:
-  - alice
-packages:
-  - curl
-"""
-# The last module: a Python module whose text the "last module changed" build edits.
-MOTD_MODULE = """\
-from hotsauce.rootpath import inside
-
-
-def modify(name, root, cfg):
-    inside(root, "/etc/motd").write_text("{message}\\n")
-"""
 LAYOUTS = {
     "disk": ["--layout", "disk", "--qcow2-compression", "zlib"],
     "ec2": [],
@@ -76,12 +57,6 @@ class Build:
     image_bytes: int
     peak_rss_kib: int  # the largest resident set of any one process of the build
     stages: dict[str, float] = field(default_factory=dict)
-
-
-def write_project(folder: Path, message: str) -> None:
-    (folder / "python_modules").mkdir(parents=True, exist_ok=True)
-    (folder / "python_modules" / "motd.py").write_text(MOTD_MODULE.format(message=message))
-    (folder / "build.yaml").write_text(REFERENCE_YAML)
 
 
 def hotsauce_build(project: Path, cache: Path, output: Path, layout_flags: list[str]) -> Build:
@@ -148,20 +123,12 @@ def default_dib_script() -> Path:
 # --- Ansible: per-task and fixed cost through hotsauce's connection ----------------------------
 
 
-def trivial_role(tasks: int, folder: Path) -> ResolvedModule:
-    (folder / "tasks").mkdir(parents=True)
-    lines = [f"- name: trivial {n}\n  ansible.builtin.command: /bin/true\n  changed_when: false\n"
-             for n in range(tasks)]
-    (folder / "tasks" / "main.yml").write_text("".join(lines))
-    return ResolvedModule(ModuleRef(ModuleKind.ROLE, "trivial", {}, 0), ModuleKind.ROLE, folder)
-
-
 def ansible_costs(base_archive: Path, work: Path, tasks: int, rounds: int = 3) -> tuple[float, float]:
     """Seconds per trivial task, and the fixed seconds of one run, each the best of `rounds`."""
     root = work / "root"
     root.mkdir(parents=True)
     subprocess.run(["tar", "-C", root, "--zstd", "-xf", base_archive], check=True)
-    many, one = trivial_role(tasks, work / "many"), trivial_role(1, work / "one")
+    many, one = role_of(tasks, work / "many"), role_of(1, work / "one")
     per_task, fixed = float("inf"), float("inf")
     try:
         with build_chroot(root):
