@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from hotsauce.host.mounts import mount_points_below
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
@@ -67,9 +69,10 @@ def main() -> None:
     parser.add_argument("--builds", type=int, default=4)
     parser.add_argument("--nap", type=int, default=20, help="seconds each build's module sleeps")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="fleet-bench-") as temporary:
-        folder = Path(temporary)
+    folder = Path(tempfile.mkdtemp(prefix="fleet-bench-"))
+    try:
         (folder / "served").mkdir()
+        (folder / "builders").mkdir()
         tiny_root_tarball(folder / "served" / "tiny.tar")
         with serving(folder / "served") as served, ssh_builders(folder / "builders") as builders:
             warm = [project(folder / "warm" / f"warm{i}", served.url, 0) for i in range(2)]
@@ -77,6 +80,10 @@ def main() -> None:
             builds = [project(folder / "builds" / f"image{i}", served.url, args.nap) for i in range(args.builds)]
             one = timed_fleet(builds, builders, 1, folder)
             two = timed_fleet(builds, builders, 2, folder)
+    finally:
+        # Never across a mount: a builder's build that was cut short may have left one below.
+        if not mount_points_below(folder):
+            subprocess.run(["rm", "-rf", "--one-file-system", folder], check=True)
     print(f"{args.builds} builds, each napping {args.nap} s in a module, set-up already done:")
     print(f"  one builder:  {one:6.1f} s")
     print(f"  two builders: {two:6.1f} s")
