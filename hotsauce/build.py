@@ -41,6 +41,7 @@ from hotsauce.host.cancel import CancelRequested, cancellable
 from hotsauce.host.signals import interruptible
 from hotsauce.image import archive, disk, reproducible
 from hotsauce.image.bootloader import make_bootable
+from hotsauce.image.disk import Partition
 from hotsauce.image.identity import scrub_image, set_identity
 from hotsauce.image.partitions import attached_disk, read_gpt
 from hotsauce.image.reproducible import EPOCH_ENV, Reproducible, write_filesystem_into
@@ -314,17 +315,11 @@ def _build_into(ctx: BuildContext, source: PlannedBase | FetchedBase, repro: Rep
         with ctx.stage(Stage.FORMAT):
             disk.make_filesystem(device, ctx.options.fs_type, repro)
         with ctx.stage(Stage.MOUNT):
-            root = image.enter_context(disk.root_filesystem_mounted(device, ctx.paths.root))
+            root = image.enter_context(disk.root_filesystem_mounted(device, ctx.paths.root, trim=True))
         _base_and_modules(ctx, root, source)
         with ctx.stage(Stage.FINISH):
             os_release = _finish_root(ctx, root)
-            remade = _finish_reproducibly(ctx, root, partition.size, repro)
-            disk.trim(root)
-            with cancel.shielded():
-                image.close()  # unmounted, so written back, and detached: a failure here is this stage's
-            if remade is not None:
-                write_filesystem_into(ctx.paths.image, partition.offset, partition.size, remade)
-                remade.unlink()
+            _finish_and_release(ctx, image, root, partition, repro)
     with ctx.stage(Stage.CONVERT):
         root_name = root_image_name(ctx.options.image_format.value)
         output.convert_root_image(ctx.paths.image, partition, ctx.paths.staging / root_name,
@@ -349,19 +344,13 @@ def _build_disk_into(ctx: BuildContext, source: PlannedBase | FetchedBase, setti
         with ctx.stage(Stage.FORMAT):
             format_disk(devices, fs_type, repro)
         with ctx.stage(Stage.MOUNT):
-            root = image.enter_context(disk.root_filesystem_mounted(devices.root, ctx.paths.root))
+            root = image.enter_context(disk.root_filesystem_mounted(devices.root, ctx.paths.root, trim=True))
         _base_and_modules(ctx, root, source)
         with ctx.stage(Stage.FINISH):
             facts = make_bootable(root, devices, settings.boot, fs_type)
             scrub_image(root)
             os_release = read_os_release(root)
-            remade = _finish_reproducibly(ctx, root, root_partition.size, repro)
-            disk.trim(root)
-            with cancel.shielded():
-                image.close()
-            if remade is not None:
-                write_filesystem_into(ctx.paths.image, root_partition.offset, root_partition.size, remade)
-                remade.unlink()
+            _finish_and_release(ctx, image, root, root_partition, repro)
     with ctx.stage(Stage.CONVERT):
         return write_disk_set(ctx.paths.image, ctx.paths.staging, settings, facts,
                               _manifest(ctx, "", os_release, repro), in_order=_byte_identical(ctx))
@@ -511,6 +500,19 @@ def _byte_identical(ctx: BuildContext) -> bool:
     (--reproducible, else build.yaml's `reproducible`)."""
     wanted = ctx.options.reproducible
     return bool(ctx.config.value("reproducible")) if wanted is None else wanted
+
+
+def _finish_and_release(ctx: BuildContext, image: ExitStack, root: Path, partition: Partition,
+                        repro: Reproducible) -> None:
+    """The root's last finishing, then the image released (written back, trimmed, unmounted and
+    detached: a failure there is the finish stage's); a filesystem made again goes over the
+    root's partition once nothing holds it."""
+    remade = _finish_reproducibly(ctx, root, partition.size, repro)
+    with cancel.shielded():
+        image.close()
+    if remade is not None:
+        write_filesystem_into(ctx.paths.image, partition.offset, partition.size, remade)
+        remade.unlink()
 
 
 def _finish_reproducibly(ctx: BuildContext, root: Path, size: int, repro: Reproducible) -> Path | None:

@@ -153,7 +153,6 @@ def test_a_download_build_runs_each_device_command_in_pipeline_order(scene: Scen
         "mount -o remount,rw WORK/root",
         "sync --file-system WORK/root",  # what was freed is committed, so fstrim sees it free
         "fstrim WORK/root",
-        "sync --file-system WORK/root",
         "umount WORK/root",
         f"losetup --detach {FAKE_DEVICE}",
         "fallocate --punch-hole --keep-size --offset 1048576 --length 133169152 WORK/disk.raw",

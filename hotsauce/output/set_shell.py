@@ -59,7 +59,9 @@ def shell_in_set(set_path: Path, argv: Sequence[str] | None = None, *, write_to:
             export = held.enter_context(exported_overlay(image, qemu_format, work))
             with ExitStack() as mounted:
                 device = mounted.enter_context(disk.attached(export, _root_partition(export, manifest)))
-                root = mounted.enter_context(disk.root_filesystem_mounted(device, work / "root"))
+                # A new set is written from it: freed blocks are given back, so they are not copied.
+                root = mounted.enter_context(disk.root_filesystem_mounted(device, work / "root",
+                                                                          trim=write_to is not None))
                 with build_chroot(root):
                     status = run_in_image(root, argv)
                 if staging is None or status != 0:
@@ -146,7 +148,6 @@ def _finish_root(root: Path, manifest: Manifest, staging: Path) -> Manifest:
     if manifest.kernel is not None:
         copy_boot_files(find_boot_files(root), staging)
     os_release = read_os_release(root)
-    disk.trim(root)
     from hotsauce.build import new_build_id  # the build pipeline imports the output stage, not the reverse
 
     # The SBOM described the set as built; what was done in the shell is in no module, so the
