@@ -60,21 +60,26 @@ def stop_processes_holding(folder: Path) -> list[int]:
     return stop_processes_found_by(lambda: processes_holding(folder))
 
 
-def stop_processes_found_by(find: Callable[[], list[int]]) -> list[int]:
-    """SIGTERM, then SIGKILL, the processes `find()` names, asking again after each signal and
-    waiting until it names none (or the wait runs out). Returns the pids signalled."""
+def stop_processes_found_by(find: Callable[[], list[int]], *, graceful: bool = True) -> list[int]:
+    """SIGTERM (unless not `graceful`), then SIGKILL, the processes `find()` names, until it names
+    none or the stage's wait runs out. Returns the pids signalled.
+
+    `find()` is asked again every moment, and what it names then is signalled too: a process
+    can appear after the first look (a child forked meanwhile, a sandbox's inner half)."""
     signalled: list[int] = []
-    for sig, wait in ((signal.SIGTERM, STOP_GRACE_SECONDS), (signal.SIGKILL, KILL_WAIT_SECONDS)):
-        pids = find()
-        if not pids:
-            break
-        for pid in pids:
-            with suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        signalled += [pid for pid in pids if pid not in signalled]
+    stages = [(signal.SIGTERM, STOP_GRACE_SECONDS)] if graceful else []
+    for sig, wait in [*stages, (signal.SIGKILL, KILL_WAIT_SECONDS)]:
         deadline = time.monotonic() + wait
-        while find() and time.monotonic() < deadline:
+        while pids := find():
+            for pid in pids:
+                with suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            signalled += [pid for pid in pids if pid not in signalled]
+            if time.monotonic() >= deadline:
+                break
             time.sleep(0.05)
+        else:
+            break  # none left
     return signalled
 
 

@@ -23,6 +23,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
@@ -149,15 +150,41 @@ def private_network_namespace(path: Path) -> Iterator[None]:
 
 
 def stop_sandboxes(root: Path) -> list[int]:
-    """SIGTERM, then SIGKILL, the bwrap processes of every sandbox of `root` still running;
-    each takes its sandbox's processes with it (its PID namespace ends). Returns the pids."""
-    return stop_processes_found_by(lambda: sandbox_processes(root))
+    """SIGKILL the bwrap processes of every sandbox of `root` still running; each takes its
+    sandbox's processes with it (its PID namespace ends). Returns the pids.
+
+    Not SIGTERM first: it would give nothing a chance to finish. The outer bwrap dies of it
+    without passing it on, and the inner one, its namespace's init, ignores it; when the outer
+    one died before the inner one asked to die with its parent, the inner one held the stop for
+    the whole grace period."""
+    return stop_processes_found_by(lambda: sandbox_processes(root), graceful=False)
+
+
+# A process in the middle of execve shows no command line for a moment (its new memory is in
+# place before its arguments are); a stop whose scan came up empty ends, so a scan that met such a
+# process looks again. Kernel threads and processes exiting or exited have none for good.
+SETTLE_SCANS = 40
+SETTLE_PAUSE_SECONDS = 0.005
+PF_EXITING = 0x4
+PF_KTHREAD = 0x200000
 
 
 def sandbox_processes(root: Path) -> list[int]:
     """The bwrap processes whose sandbox is `root` (they bind it as their /)."""
     bind = [b"--bind", os.path.realpath(root).encode(), b"/"]
+    found: list[int] = []
+    for _ in range(SETTLE_SCANS):
+        found, unsure = _scan_for_sandboxes(bind)
+        if not unsure:
+            break
+        time.sleep(SETTLE_PAUSE_SECONDS)
+    return found
+
+
+def _scan_for_sandboxes(bind: list[bytes]) -> tuple[list[int], bool]:
+    """The pids whose command line holds `bind`, and whether some process was caught mid-exec."""
     found = []
+    unsure = False
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
@@ -165,8 +192,21 @@ def sandbox_processes(root: Path) -> list[int]:
             argv = Path(entry.path, "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue  # gone meanwhile
+        if argv == [b""]:
+            unsure = unsure or _in_exec(entry.path)
         # setpriv execs bwrap: the process is bwrap by then.
-        if os.path.basename(argv[0]) in (b"bwrap", b"setpriv") and any(
+        elif os.path.basename(argv[0]) in (b"bwrap", b"setpriv") and any(
                 argv[i:i + 3] == bind for i in range(len(argv) - 2)):
             found.append(int(entry.name))
-    return found
+    return found, unsure
+
+
+def _in_exec(proc_folder: str) -> bool:
+    """Whether a process without a command line is a user process, alive: one in execve."""
+    try:
+        stat = Path(proc_folder, "stat").read_text()
+    except OSError:
+        return False
+    fields = stat[stat.rindex(")") + 2:].split()
+    state, flags = fields[0], int(fields[6])
+    return state not in ("Z", "X", "x") and not flags & (PF_KTHREAD | PF_EXITING)
