@@ -225,6 +225,8 @@ def test_the_state_and_the_network_namespace_go_with_the_chroot(
         with build_chroot(root):
             state = Path(state_folder(str(root)))
             assert any(str(state) in line for line in Path("/proc/self/mountinfo").read_text().splitlines())
+            # In memory, whatever /run is on the host: the copy of /proc/sys is made at every chroot.
+            assert output_of("findmnt", "-n", "-o", "FSTYPE", "--mountpoint", str(state)) == "0\ntmpfs\n"
             sleeper = subprocess.Popen(command_in_image(root, ["sleep", "600"]))
         assert sleeper.wait(timeout=30) != 0  # stopped with the chroot, not left running
         assert not state.exists()
