@@ -146,7 +146,8 @@ def test_a_failing_build_is_retried_once_elsewhere_and_reported_with_its_log(
 
 def test_a_builder_whose_sshd_dies_mid_run_loses_only_its_builds(
         builders: SshBuilders, served_root: ServedFolder, tmp_path: Path) -> None:
-    builds = [project(tmp_path / name, served_root.url, NAP.format(seconds=15)) for name in ("w", "x", "y", "z")]
+    # The nap outlasts the moment between the build's start and the kill by far (the poll is 0.2 s).
+    builds = [project(tmp_path / name, served_root.url, NAP.format(seconds=6)) for name in ("w", "x", "y", "z")]
     inventory = builders.inventory(tmp_path / "inventory.yml")
     outdir = tmp_path / "out"
     doomed = builders.by_name("builder-b")
