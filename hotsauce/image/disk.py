@@ -32,6 +32,8 @@ MINIMUM_SIZE = 64 << 20
 # Tries of a detach or an unmount that finds its target busy, and the pause between them.
 RELEASE_ATTEMPTS = 10
 RELEASE_PAUSE_SECONDS = 0.2
+# How long the kernel gets to let go of a loop device once detached (it returns as soon as it has).
+DETACH_WAIT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -85,9 +87,10 @@ def attached(image: Path, partition: Partition) -> Iterator[Path]:
 
 def detach_loop(device: Path) -> None:
     _run_until_released(["losetup", "--detach", device])
-    # A device something still has open (a FUSE-backed image closing) is only marked to go when
-    # it is closed, and losetup returns at once: wait for the kernel, so the ledger sees it gone.
-    deadline = time.monotonic() + RELEASE_ATTEMPTS * RELEASE_PAUSE_SECONDS
+    # A device something still has open (a FUSE-backed image closing, udev probing it) is only
+    # marked to go when it is closed, and losetup returns at once: wait for the kernel, so the
+    # ledger sees it gone. On a busy host udev held one past 2 s, and the build left it in its ledger.
+    deadline = time.monotonic() + DETACH_WAIT_SECONDS
     while loop_backing(device) is not None and time.monotonic() < deadline:
         time.sleep(0.05)
 
