@@ -3,7 +3,7 @@
 `boot_image_set` boots the set's kernel and ramdisk with the root image as a
 virtio disk (never changed: QEMU's snapshot), waits for the guest's default
 target, runs each check inside the guest through the probe (see
-hotsauce.boot.probe), and powers the guest off. A guest that hangs, panics or
+hotsauce.boot.probe), and stops the guest. A guest that hangs, panics or
 never finds its root fails within the timeout; when the serial console
 already shows such a failure, it fails at once. The serial console is kept
 in a log whose path is in the result.
@@ -40,8 +40,6 @@ from hotsauce.output.imageset import Manifest, opened_set, verify_set
 # Under software emulation a bookworm guest reaches its target in 40-65 s on
 # a quiet 2-core machine; other work on the machine can double that.
 DEFAULT_TIMEOUT_SECONDS = 300.0
-# After the probe has reported everything, the guest powers itself off.
-POWEROFF_GRACE_SECONDS = 30.0
 POLL_SECONDS = 0.5
 CONSOLE_LOG_NAME = "console.log"
 # Added to the set's own command line: the console, and a panic ends QEMU (-no-reboot).
@@ -222,12 +220,9 @@ def _run_guest(machine: Machine | FirmwareMachine, checks: list[str], limit: flo
     with child_process(machine.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as qemu:
         progress = _Progress(emit, checks)
         reason = _watch(qemu, serial_log, report_file, started + limit, progress)
-        if reason is None:  # the probe reported everything: let the guest power off
-            try:
-                qemu.wait(timeout=POWEROFF_GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
-                emit(Event("warning", "boot", "the guest did not power off; stopping QEMU"))
-    # QEMU is gone (child_process stopped it): its files are complete.
+    # QEMU is gone, stopped by child_process also when the probe has reported everything: the
+    # guest's orderly power-off took 4 s of a 22 s boot, and its disk is a snapshot that goes.
+    # Its files are complete.
     report = parse_report(_read(report_file))
     seconds = time.monotonic() - started
     return _result(report, reason, checks, serial_log, seconds)
