@@ -41,6 +41,17 @@ def is_mount_point(path: Path) -> bool:
     return path in mount_points_below(path)
 
 
+def is_mounted_from(device: Path) -> bool:
+    """Whether a filesystem on `device`, or on one of its partitions (loop0p1), is mounted."""
+    name = str(device)
+    with open("/proc/self/mountinfo") as mountinfo:
+        for line in mountinfo:
+            source = _unescape(line.split(" - ", 1)[1].split()[1])
+            if source == name or (source.startswith(f"{name}p") and source[len(name) + 1:].isdigit()):
+                return True
+    return False
+
+
 def swap_files_below(folder: Path) -> list[Path]:
     """Swap files in use that lie below `folder` (a module's `swapon` inside an image)."""
     try:

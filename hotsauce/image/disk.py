@@ -21,7 +21,7 @@ from pathlib import Path
 from hotsauce.config import FsType
 from hotsauce.errors import CommandFailed, ConfigError, StageFailed
 from hotsauce.host import ledger, proc, release
-from hotsauce.host.mounts import loop_backing
+from hotsauce.host.mounts import is_mounted_from, loop_backing
 from hotsauce.image.reproducible import Reproducible, btrfs_options, ext4_options, xfs_options
 from hotsauce.output.imageset import ROOT_LABEL
 
@@ -90,8 +90,9 @@ def detach_loop(device: Path) -> None:
     # A device something still has open (a FUSE-backed image closing, udev probing it) is only
     # marked to go when it is closed, and losetup returns at once: wait for the kernel, so the
     # ledger sees it gone. On a busy host udev held one past 2 s, and the build left it in its ledger.
+    # A mount still on it (one that could not be unmounted) keeps it for good: no use waiting then.
     deadline = time.monotonic() + DETACH_WAIT_SECONDS
-    while loop_backing(device) is not None and time.monotonic() < deadline:
+    while loop_backing(device) is not None and not is_mounted_from(device) and time.monotonic() < deadline:
         time.sleep(0.05)
 
 
