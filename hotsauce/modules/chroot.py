@@ -15,8 +15,7 @@ from pathlib import Path
 
 from hotsauce.bases.debian import DPKG_UNSAFE_IO
 from hotsauce.errors import StageFailed
-from hotsauce.host.ledger import Kind, held
-from hotsauce.host.proc import run
+from hotsauce.host.mounting import mounted
 from hotsauce.host.release import remove, stop_processes_holding
 from hotsauce.modules.sandbox import sandbox_state, stop_sandboxes
 from hotsauce.modules.services import policy_rc_d, systemctl_wrapper
@@ -76,12 +75,8 @@ def kernel_filesystem_mounted(root: Path, relative: str, mount_args: list[str]) 
     if created:
         target.mkdir(mode=0o755)
     try:
-        with held(Kind.MOUNT, target):  # so `hotsauce cleanup` finds it after a SIGKILL
-            run(["mount", *mount_args, target])
-            try:
-                yield
-            finally:
-                run(["umount", target])
+        with mounted(mount_args, target):
+            yield
     finally:
         if created:
             target.rmdir()

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from hotsauce.errors import StageFailed
 from hotsauce.host import ledger
+from hotsauce.host.mounting import mounted
 from hotsauce.host.proc import run
 from hotsauce.host.release import stop_processes_found_by
 
@@ -124,12 +125,8 @@ def in_memory(folder: Path) -> Iterator[None]:
     """A tmpfs of the build's own at `folder` while the block runs. /run is not a tmpfs on every
     host, and on a disk the copy of /proc/sys (some 1,300 files, made for every chroot) took
     1 to 2 s while other builds wrote; in memory it takes a twentieth of that."""
-    with ledger.held(ledger.Kind.MOUNT, folder):
-        run(["mount", "-t", "tmpfs", "-o", "mode=0700,size=64m", "hotsauce-sandbox", folder])
-        try:
-            yield
-        finally:
-            run(["umount", folder])
+    with mounted(["-t", "tmpfs", "-o", "mode=0700,size=64m", "hotsauce-sandbox"], folder):
+        yield
 
 
 def copy_proc_sys(target: Path) -> None:

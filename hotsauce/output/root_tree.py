@@ -22,6 +22,7 @@ from pathlib import Path
 
 from hotsauce.errors import ConfigError
 from hotsauce.host import ledger, proc
+from hotsauce.host.mounting import mounted
 from hotsauce.image.disk import detach_loop
 from hotsauce.output.imageset import Manifest
 from hotsauce.output.set_diff import FileEntry
@@ -88,12 +89,8 @@ def _read_only_loop(raw: Path, offset: int, size: int) -> Iterator[Path]:
 @contextmanager
 def _mounted(device: Path, fs_type: str, options: str, mountpoint: Path) -> Iterator[Path]:
     mountpoint.mkdir(parents=True, exist_ok=True)
-    with ledger.held(ledger.Kind.MOUNT, mountpoint.absolute()):
-        proc.run(["mount", "-t", fs_type, "-o", options, device, mountpoint])
-        try:
-            yield mountpoint
-        finally:
-            proc.run(["umount", mountpoint])
+    with mounted(["-t", fs_type, "-o", options, device], mountpoint):
+        yield mountpoint
 
 
 def walk_root(root: Path) -> dict[str, FileEntry]:
