@@ -174,3 +174,32 @@ def test_identity_and_scrub_leave_no_trace_of_the_build_host_in_a_real_base(
     assert not list((warm_root / "etc").glob("ssh/ssh_host_*"))
     assert not list((warm_root / "var/lib/apt/lists").glob("*Packages*"))
     assert not list((warm_root / "var/cache/apt").glob("*.bin"))
+
+
+def test_the_bootstrap_s_speed_ups_leave_no_trace_in_the_base(warm: Provided, warm_root: Path) -> None:
+    """eatmydata's dpkg wrapper and the deferred update-initramfs are gone, the packages' own files back."""
+    diversions = output_of(["chroot", warm_root, "dpkg-divert", "--list"])
+    assert "hotsauce" not in diversions
+    assert not list(warm_root.glob("usr/lib/hotsauce*")) and not list(warm_root.glob("usr/*bin/*.hotsauce-*"))
+    assert (warm_root / "usr/bin/dpkg").read_bytes()[:4] == b"\x7fELF"
+    changed = output_of(["chroot", warm_root, "dpkg", "--verify", "dpkg", "initramfs-tools"])
+    assert changed == "", changed
+    assert not (warm_root / "etc/dpkg/dpkg.cfg.d/zz-hotsauce-unsafe-io").exists()
+
+
+def test_the_initramfs_is_made_for_every_kernel_with_what_the_later_packages_add(
+    warm: Provided, warm_root: Path
+) -> None:
+    """It is made once, after every package: udev's rules and the kernel's drivers are in it."""
+    [kernel] = [name for name in warm.kernel_modules if name.endswith("-cloud-amd64")]
+    initrd = warm_root / "boot" / f"initrd.img-{kernel}"
+    assert initrd.is_file()
+    listing = output_of(["chroot", warm_root, "lsinitramfs", f"/boot/initrd.img-{kernel}"]).split()
+    assert any(path.endswith("/udev/rules.d/60-persistent-storage.rules") for path in listing)
+    assert any(path.endswith("/virtio_blk.ko") for path in listing)
+
+
+def test_usr_is_merged_as_debootstrap_merges_it_without_usrmerge_and_perl(warm: Provided, warm_root: Path) -> None:
+    assert os.readlink(warm_root / "bin") == "usr/bin"
+    assert "usr-is-merged" in warm.packages
+    assert not {"usrmerge", "perl", "libperl5.36"} & warm.packages

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hotsauce.bases.debian import DPKG_UNSAFE_IO
+from hotsauce.bases.bootstrap_hooks import DPKG_UNSAFE_IO
 from hotsauce.modules.chroot import build_chroot
 from tests.image_root import extracted_root, in_root, mounts_under
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from hotsauce.bases.apt_sources import MirrorSources, SourceEntry, host_mirror
+from hotsauce.bases.bootstrap_hooks import RECIPE, bootstrap_hooks
 from hotsauce.config import DebianBase
 from hotsauce.errors import MirrorUnreachable
 from hotsauce.events import Emit, Event
@@ -37,7 +38,6 @@ from hotsauce.store.cache import Cache
 STAGE = "base"
 BASES = "bases"  # cache kind of bootstrapped bases
 DEBS = "debs"  # cache kind of downloaded .deb files, one pool per architecture
-DPKG_UNSAFE_IO = "etc/dpkg/dpkg.cfg.d/zz-hotsauce-unsafe-io"
 
 # What a bootable image needs besides the variant: a kernel and an
 # initramfs, systemd as init, device handling, console login, DHCP
@@ -80,6 +80,7 @@ class BootstrapPlan:
             "variant": self.spec.variant,
             "bootable": self.spec.bootable,
             "include": sorted(self.spec.include),
+            "recipe": RECIPE,
             "sources": [source_line(s) for s in self.sources],
             "release_dates": dict(release_dates),
         }
@@ -185,7 +186,8 @@ def miss_reason(cache: Cache, key: Mapping[str, Any]) -> str:
 
 
 def _describe_change(field: str) -> str:
-    return "the mirror's Release date" if field == "release_dates" else field
+    described = {"release_dates": "the mirror's Release date", "recipe": "hotsauce's bootstrap recipe"}
+    return described.get(field, field)
 
 
 # --- the mirror's Release dates ---------------------------------------------
@@ -216,15 +218,6 @@ def release_date(uri: str, suite: str) -> str:
 # --- bootstrapping ------------------------------------------------------------
 
 
-# dpkg syncs every file it unpacks. On an image still being built that buys nothing (a failed
-# build is thrown away whole, and the image is synced once when it is unmounted) and costs time
-# per package; the switch is gone from the image before the bootstrap ends.
-UNSAFE_IO_HOOKS = (
-    f'--setup-hook=mkdir -p "$1/etc/dpkg/dpkg.cfg.d" && echo force-unsafe-io > "$1/{DPKG_UNSAFE_IO}"',
-    f'--customize-hook=rm -f "$1/{DPKG_UNSAFE_IO}"',
-)
-
-
 def bootstrap(plan: BootstrapPlan, root: Path, deb_pool: Path | None) -> None:
     """mmdebstrap straight into `root`; with a pool, .debs come from and go back to it."""
     spec = plan.spec
@@ -235,7 +228,7 @@ def bootstrap(plan: BootstrapPlan, root: Path, deb_pool: Path | None) -> None:
         f"--architectures={spec.architecture}",
         # The pipeline removes the lists after the modules, which may install packages.
         "--skip=cleanup/apt/lists",
-        *UNSAFE_IO_HOOKS,
+        *bootstrap_hooks(spec.variant.value, plan.packages),
     ]
     if plan.packages:
         argv.append("--include=" + ",".join(plan.packages))

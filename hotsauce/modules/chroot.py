@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from hotsauce.bases.debian import DPKG_UNSAFE_IO
+from hotsauce.bases.bootstrap_hooks import DPKG_UNSAFE_IO
 from hotsauce.errors import StageFailed
 from hotsauce.host.mounting import mounted
 from hotsauce.host.release import remove, stop_processes_holding
@@ -202,7 +202,7 @@ def build_chroot(root: Path) -> Iterator[None]:
         stack.enter_context(replaced_program(root, START_STOP_DAEMON, start_stop_daemon_stub))
         stack.enter_context(replaced_program(root, SYSTEMCTL, offline_systemctl))
         stack.enter_context(replaced_file(root, "etc/resolv.conf", host_resolver_config(), 0o644))
-        # Package installs by modules skip dpkg's syncs too (see hotsauce.bases.debian.UNSAFE_IO_HOOKS).
+        # Package installs by modules skip dpkg's syncs too (see hotsauce.bases.bootstrap_hooks).
         stack.enter_context(replaced_file(root, DPKG_UNSAFE_IO, "force-unsafe-io\n", 0o644))
         # What runs in the image runs sandboxed (hotsauce.modules.sandbox): its private
         # /proc/sys, network namespace and stubs live as long as the chroot.
