@@ -60,7 +60,13 @@ from hotsauce.modules.chroot import build_chroot
 from hotsauce.modules.galaxy import install_requirements, installed_version
 from hotsauce.modules.python_run import run_python_module
 from hotsauce.modules.resolve import ResolvedModule, module_search, plan_runs, resolve_all, variables_read_by
-from hotsauce.modules.result_cache import ModuleLayers, download_identity, layers_for, module_digest
+from hotsauce.modules.result_cache import (
+    ModuleLayers,
+    download_identity,
+    layers_for,
+    module_digest,
+    worth_keeping,
+)
 from hotsauce.output import publish as output
 from hotsauce.output.boot_files import copy_boot_files, find_boot_files, read_os_release
 from hotsauce.output.disk_set import write_disk_set
@@ -362,7 +368,7 @@ def _base_and_modules(ctx: BuildContext, root: Path, source: PlannedBase | Fetch
         layers, done = _fill_root(ctx, root, source, runs[:cacheable])
     _start_kvm_probe(ctx, root)
     with ctx.stage(Stage.MODULES):
-        run_modules(ctx, runs[done:], root, after_run=_storing(layers, done, root))
+        run_modules(ctx, runs[done:], root, after_run=_storing(layers, done, len(runs), root, ctx.emit))
     if ctx.config.value("sbom.enabled"):
         with ctx.stage(Stage.SBOM):
             identity = _finished_root_identity(layers, len(runs), cacheable, _base_identity(source))
@@ -442,12 +448,23 @@ def _start_kvm_probe(ctx: BuildContext, root: Path) -> None:
     ctx.background.enter_context(kvm_probe_started(copy, remember_in=remember_in))
 
 
-def _storing(layers: ModuleLayers | None, done: int, root: Path) -> Callable[[int], None]:
-    """What to do after each module run: keep its result in the cache, when there is one."""
+def _storing(layers: ModuleLayers | None, done: int, count: int, root: Path, emit: Emit) -> Callable[[int], None]:
+    """What to do after each module run: keep its result in the cache, when there is one and the
+    run is worth keeping (result_cache.worth_keeping)."""
+    started = time.monotonic()
 
     def store(index: int) -> None:
-        if layers is not None and done + index < len(layers.keys):  # none after a --shell-before
-            layers.store(done + index, root)
+        nonlocal started
+        position, seconds = done + index, time.monotonic() - started
+        if layers is not None and position < len(layers.keys):  # none after a --shell-before
+            if worth_keeping(position == count - 1, seconds):
+                layers.store(position, root)
+            else:
+                layers.record_ran(position, seconds)
+                emit(Event(EventKind.INFO, Stage.MODULES,
+                           f"module run {position + 1} of {count} not kept in the cache: it took {seconds:.1f} s; "
+                           "an identical build copies its kept set, another runs it again"))
+        started = time.monotonic()
 
     return store
 

@@ -10,7 +10,7 @@ import pytest
 
 from hotsauce.errors import CacheFull
 from hotsauce.events import Event
-from hotsauce.modules.result_cache import ModuleLayers
+from hotsauce.modules.result_cache import CHEAP_LAST_RUN_SECONDS, ModuleLayers, worth_keeping
 from hotsauce.store import snapshots
 from hotsauce.store.cache import Cache
 from tests.filesystems import small_tmpfs
@@ -69,6 +69,12 @@ def test_module_results_cut_short_fall_back_to_the_longest_whole_prefix(tmp_path
     assert (root / "etc" / "marker").read_text() == "first"
     assert any(e.kind == "warning" and "cut short" in e.message for e in events)
     assert not layers.entry(1).exists()
+
+
+def test_every_module_run_is_archived_but_a_quick_last_one() -> None:
+    assert worth_keeping(is_last=False, seconds=0.1)
+    assert worth_keeping(is_last=True, seconds=CHEAP_LAST_RUN_SECONDS)
+    assert not worth_keeping(is_last=True, seconds=CHEAP_LAST_RUN_SECONDS - 0.1)
 
 
 @pytest.mark.integration

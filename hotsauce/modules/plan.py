@@ -402,7 +402,18 @@ def _runs(config: BuildConfig, cache: Cache, runs: Sequence[Sequence[ResolvedMod
     plans = []
     for i in range(len(runs)):
         plans.append(RunPlan(i + 1, names[i], _run_use(i, newest, first_pending, entries)))
+    last = len(runs) - 1
+    ran = folder / layers.ran_name(last) if runs else None
+    if ran is not None and ran.is_file() and last < first_pending and newest == last - 1:
+        plans[last] = RunPlan(last + 1, names[last], _quick_last_run(ran))
     return plans
+
+
+def _quick_last_run(record: Path) -> CacheUse:
+    """A last run the cache knows completed but did not archive (result_cache.worth_keeping)."""
+    seconds = (Cache.read_key(record) or {}).get("seconds", "?")
+    return CacheUse(str(record), True, f"completed before in {seconds} s and not archived: an identical build "
+                                       "copies its kept set; with other output options it runs again")
 
 
 def _run_use(i: int, newest: int | None, first_pending: int, entries: Sequence[Path]) -> CacheUse:

@@ -31,6 +31,12 @@ from hotsauce.store.cache import Cache
 
 KIND = "modules"
 KEEP_NEWEST = 12
+# A build's last module run is not archived when it took less than this. Its archive serves only a
+# later build that changes or adds a module after it, or one whose kept set is gone (an identical
+# build copies the kept set); archiving a root takes about 2 s, as long as a quick run takes again,
+# and a build that changes its last module, the usual edit, would pay it every time for nothing.
+CHEAP_LAST_RUN_SECONDS = 5.0
+RAN_SUFFIX = ".ran"
 # Folders beside a playbook that it commonly reads; the playbook's own folder may be the project's.
 PLAYBOOK_COMPANIONS = ("roles", "files", "templates", "vars", "group_vars", "host_vars", "tasks", "handlers")
 # Files this large are known by size and time instead of being read whole.
@@ -49,6 +55,10 @@ class ModuleLayers:
 
     def entry(self, index: int) -> Path:
         return self.cache.folder(KIND) / self.entry_name(index)
+
+    def ran_name(self, index: int) -> str:
+        """The record of a run that completed but was not archived (an empty entry and its key)."""
+        return f"after-{self.keys[index][:32]}{RAN_SUFFIX}"
 
     def restore_newest(self, root: Path, emit: Emit) -> int:
         """Unpack the longest cached prefix into `root`; how many runs it covers (0: none)."""
@@ -74,6 +84,21 @@ class ModuleLayers:
             if not entry.is_file():
                 snapshots.store(root, entry, {"key": self.keys[index], "run": index})
         self.cache.prune(KIND, KEEP_NEWEST)
+
+    def record_ran(self, index: int, seconds: float) -> None:
+        """Say that run `index` completed in `seconds` without archiving it (`hotsauce plan` reads it)."""
+        with self.cache.locked(KIND, self.ran_name(index)) as record:
+            partial = Cache.temporary_name(record)
+            partial.write_bytes(b"")
+            Cache.write_key(record, {"key": self.keys[index], "run": index, "archived": False,
+                                     "seconds": round(seconds, 1)})
+            Cache.publish(partial, record)
+        self.cache.prune(KIND, KEEP_NEWEST)
+
+
+def worth_keeping(is_last: bool, seconds: float) -> bool:
+    """Whether a module run that took `seconds` is archived: every one but a quick last one."""
+    return not is_last or seconds >= CHEAP_LAST_RUN_SECONDS
 
 
 def layers_for(cache: Cache, base_identity: str, config: BuildConfig,
