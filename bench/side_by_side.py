@@ -11,7 +11,8 @@ as a user would:
   cold, warm, and with the last module changed;
 - the EC2-style set (the default layout, an uncompressed qcow2): cold, warm, last module changed;
 then runs diskimage-builder's anchor script (../shared/anchors/dib/build.sh, or --dib-script) cold
-and warm, times trivial Ansible tasks through hotsauce's connection against the built base, and
+and warm, times trivial Ansible tasks through hotsauce's connection against the built base and
+through ansible-core's own local connection on the host (the floor, bench/ansible_floor.py), and
 prints one table: times, ratios against diskimage-builder and the targets, image sizes, and the
 largest resident set of any process of a build. Ratios are only comparable within one run: the
 machine's load moves both tools.
@@ -32,6 +33,7 @@ from functools import partial
 from pathlib import Path
 
 # Run as a script, this folder is on the path: the reference project and the trivial role are theirs.
+from ansible_floor import local_costs
 from reference_build import write_project
 from sandbox_task_cost import role_of
 
@@ -167,7 +169,7 @@ def remove(folder: Path) -> None:
 
 
 def table(hotsauce: dict[str, dict[str, Build]], dib: dict[str, Build],
-          ansible: tuple[float, float] | None) -> list[str]:
+          ansible: tuple[float, float] | None, floor: tuple[float, float] | None = None) -> list[str]:
     lines = ["| measure | hotsauce, whole disk (zlib) | hotsauce, EC2-style set | diskimage-builder "
              "| whole disk / dib | EC2 set / dib | target |", "|---|---:|---:|---:|---:|---:|---:|"]
     for run in RUNS:
@@ -190,6 +192,10 @@ def table(hotsauce: dict[str, dict[str, Build]], dib: dict[str, Build],
         per_task, fixed = ansible
         lines.append(f"| trivial Ansible task | {per_task:.3f} s | | | | | at most {TASK_TARGET} s |")
         lines.append(f"| fixed cost of an Ansible run | {fixed:.2f} s | | | | | at most {FIXED_TARGET} s |")
+    if floor:
+        per_task, fixed = floor
+        lines.append(f"| the same with ansible-core's local connection on the host (no image, no sandbox) "
+                     f"| {per_task:.3f} s per task, {fixed:.2f} s per run | | | | | the floor |")
     return lines
 
 
@@ -219,8 +225,11 @@ def attempt(name: str, step: Callable[[], object]) -> object | None:
         return None
 
 
+Costs = tuple[float, float]
+
+
 def run_all(scratch: Path, args: argparse.Namespace) -> tuple[dict[str, dict[str, Build]], dict[str, Build],
-                                                              tuple[float, float] | None]:
+                                                              Costs | None, Costs | None]:
     hotsauce: dict[str, dict[str, Build]] = {}
     for layout in LAYOUTS:
         series = attempt(f"hotsauce {layout}", partial(hotsauce_series, scratch / layout, layout))
@@ -228,6 +237,7 @@ def run_all(scratch: Path, args: argparse.Namespace) -> tuple[dict[str, dict[str
             hotsauce[layout] = series
     costs = attempt("ansible", lambda: ansible_costs(base_archive_in(scratch / "ec2" / "cache"),
                                                      scratch / "ansible", args.tasks))
+    floor = attempt("ansible floor", lambda: local_costs(args.tasks))
     dib: dict[str, Build] = {}
     if not args.no_dib:
         script = args.dib_script or default_dib_script()
@@ -235,7 +245,8 @@ def run_all(scratch: Path, args: argparse.Namespace) -> tuple[dict[str, dict[str
             build = attempt(f"dib {run}", partial(dib_build, script, scratch / "dib", run, run == "warm"))
             if isinstance(build, Build):
                 dib[run] = build
-    return hotsauce, dib, costs if isinstance(costs, tuple) else None
+    return (hotsauce, dib, costs if isinstance(costs, tuple) else None,
+            floor if isinstance(floor, tuple) else None)
 
 
 def main() -> int:
@@ -252,11 +263,11 @@ def main() -> int:
     scratch = args.keep or Path(tempfile.mkdtemp(prefix="hotsauce-side-by-side-"))
     scratch.mkdir(parents=True, exist_ok=True)
     try:
-        hotsauce, dib, ansible = run_all(scratch, args)
+        hotsauce, dib, ansible, floor = run_all(scratch, args)
     finally:
         if args.keep is None:
             remove(scratch)
-    print("\n".join(table(hotsauce, dib, ansible)))
+    print("\n".join(table(hotsauce, dib, ansible, floor)))
     stages = {f"{layout} {run}": build.stages for layout, series in hotsauce.items() for run, build in series.items()}
     print(json.dumps({"stages": stages}, indent=1))
     return 0
