@@ -193,7 +193,11 @@ def test_per_module_vars_apply_to_that_module_alone(mixed_run: Run) -> None:
 
 @pytest.mark.integration
 def test_facts_describe_the_image_and_its_service_manager_at_boot(mixed_run: Run) -> None:
-    assert "facts=Debian apt systemd\n" in (mixed_run.root / "etc/greeting").read_text()
+    greeting = (mixed_run.root / "etc/greeting").read_text()
+    assert "facts=Debian apt systemd\n" in greeting
+    # The image's name, no virtualization, and nothing of the build host's addresses or firmware.
+    hostname = (mixed_run.root / "etc/hostname").read_text().strip().split(".")[0]
+    assert f"names={hostname} none no-address NA\n" in greeting
 
 
 @pytest.mark.integration

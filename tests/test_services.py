@@ -156,12 +156,19 @@ def test_enable_now_prepares_and_plain_enable_does_not(root: Path) -> None:
 
 
 def test_facts_name_the_image_and_replace_what_setup_read_from_the_build_host() -> None:
-    from hotsauce.modules.ansible_plugins.modules import hotsauce_image_facts as facts
+    from hotsauce.modules.ansible_plugins.modules import setup as facts
 
     assert facts.name_facts("web1.example.test") == {
         "hostname": "web1", "nodename": "web1.example.test", "fqdn": "web1.example.test", "domain": "example.test",
     }  # fmt: skip
-    # gather_facts merges a mapping or list into setup's: only a scalar replaces the host's value.
     for name in ("default_ipv4", "all_ipv4_addresses", "default_ipv6", "all_ipv6_addresses"):
         assert facts.NO_HOST_VALUES[name] is None
     assert facts.NO_HOST_VALUES["virtualization_type"] == "none"
+
+
+def test_only_facts_that_were_gathered_are_replaced() -> None:
+    """A narrower gather_subset or a filter still holds: nothing is added that setup left out."""
+    from hotsauce.modules.ansible_plugins.modules import setup as facts
+
+    gathered = {"ansible_distribution": "Debian", "ansible_default_ipv4": {"address": "192.0.2.9"}}
+    assert facts.with_image_facts(gathered) == {"ansible_distribution": "Debian", "ansible_default_ipv4": None}
