@@ -19,6 +19,7 @@ gathered are replaced, so a narrower gather_subset or a filter still holds.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.facts import ansible_collector, default_collectors
@@ -102,7 +103,7 @@ def image_facts() -> dict[str, object]:
     return facts
 
 
-def with_image_facts(collected: dict[str, object]) -> dict[str, object]:
+def with_image_facts(collected: Mapping[str, object]) -> dict[str, object]:
     """`collected` (prefixed `ansible_`, as setup returns them) with the image's values in place of
     the build host's, for the facts that were gathered."""
     replaced = dict(collected)
