@@ -214,3 +214,22 @@ def test_after_a_build_a_change_to_the_last_module_shows_a_cache_hit_for_the_oth
     assert Path(first["cache"]["entry"]).is_file()
     assert last["modules"] == ["stamp"] and last["cache"]["hit"] is False
     assert "a module of run 2 changed" in last["cache"]["reason"]
+
+
+@pytest.mark.integration
+def test_after_a_build_of_one_quick_python_module_the_plan_says_it_runs_no_module(
+    debian_rootfs_tarball: Path, tmp_path: Path
+) -> None:
+    """The one run is the last one, quick, and so not archived: the kept set of the build stands for it."""
+    folder = tmp_path / "project"
+    (folder / "python_modules").mkdir(parents=True)
+    (folder / "python_modules" / "stamp.py").write_text(PYTHON_MODULE.format(mark="v1"))
+    build_yaml = folder / "build.yaml"
+    build_yaml.write_text(f"download:\n  from: {debian_rootfs_tarball}\nkernel: false\nmodules:\n  - stamp\n")
+    cache = tmp_path / "cache"
+    built = run_hotsauce("build", "-s", "2G", "-o", tmp_path / "out", "-c", build_yaml, "--cache-dir", cache,
+                         cwd=folder)
+    assert built.returncode == 0, built.stderr[-3000:]
+    [run] = plan_json(build_yaml, cache)["runs"]
+    assert run["cache"]["hit"] is True, run["cache"]
+    assert "not archived" in run["cache"]["reason"]

@@ -404,7 +404,8 @@ def _runs(config: BuildConfig, cache: Cache, runs: Sequence[Sequence[ResolvedMod
         plans.append(RunPlan(i + 1, names[i], _run_use(i, newest, first_pending, entries)))
     last = len(runs) - 1
     ran = folder / layers.ran_name(last) if runs else None
-    if ran is not None and ran.is_file() and last < first_pending and newest == last - 1:
+    restored = -1 if newest is None else newest  # a single run has nothing before it to restore
+    if ran is not None and ran.is_file() and last < first_pending and restored == last - 1:
         plans[last] = RunPlan(last + 1, names[last], _quick_last_run(ran))
     return plans
 
