@@ -51,6 +51,7 @@ TARGETS = {"cold": 0.30, "warm": 0.03, "last module changed": 0.04}
 TASK_TARGET, FIXED_TARGET, RSS_TARGET_MB = 0.10, 1.5, 400
 ANCHOR = Path("shared") / "anchors" / "dib" / "build.sh"
 MIB = 1 << 20
+Costs = tuple[float, float]  # seconds per trivial Ansible task, fixed seconds per run
 
 
 @dataclass
@@ -125,7 +126,7 @@ def default_dib_script() -> Path:
 # --- Ansible: per-task and fixed cost through hotsauce's connection ----------------------------
 
 
-def ansible_costs(base_archive: Path, work: Path, tasks: int, rounds: int = 3) -> tuple[float, float]:
+def ansible_costs(base_archive: Path, work: Path, tasks: int, rounds: int = 3) -> Costs:
     """Seconds per trivial task, and the fixed seconds of one run, each the best of `rounds`."""
     root = work / "root"
     root.mkdir(parents=True)
@@ -169,7 +170,7 @@ def remove(folder: Path) -> None:
 
 
 def table(hotsauce: dict[str, dict[str, Build]], dib: dict[str, Build],
-          ansible: tuple[float, float] | None, floor: tuple[float, float] | None = None) -> list[str]:
+          ansible: Costs | None, floor: Costs | None = None) -> list[str]:
     lines = ["| measure | hotsauce, whole disk (zlib) | hotsauce, EC2-style set | diskimage-builder "
              "| whole disk / dib | EC2 set / dib | target |", "|---|---:|---:|---:|---:|---:|---:|"]
     for run in RUNS:
@@ -223,9 +224,6 @@ def attempt(name: str, step: Callable[[], object]) -> object | None:
     except RuntimeError as error:
         print(error, file=sys.stderr)
         return None
-
-
-Costs = tuple[float, float]
 
 
 def run_all(scratch: Path, args: argparse.Namespace) -> tuple[dict[str, dict[str, Build]], dict[str, Build],
