@@ -197,6 +197,21 @@ def test_the_initramfs_is_made_for_every_kernel_with_what_the_later_packages_add
     listing = output_of(["chroot", warm_root, "lsinitramfs", f"/boot/initrd.img-{kernel}"]).split()
     assert any(path.endswith("/udev/rules.d/60-persistent-storage.rules") for path in listing)
     assert any(path.endswith("/virtio_blk.ko") for path in listing)
+    # Compressed as initramfs-tools compresses by default (COMPRESS=zstd): the base brings zstd.
+    assert main_archive_magic(initrd.read_bytes()) == ZSTD_MAGIC
+
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def main_archive_magic(initrd: bytes) -> bytes:
+    """The first bytes of the compressed archive, past any uncompressed early cpio (microcode)."""
+    position = 0
+    while initrd.startswith(b"070701", position):
+        position = initrd.index(b"TRAILER!!!", position) + len(b"TRAILER!!!")
+        while initrd[position:position + 1] == b"\0":
+            position += 1
+    return initrd[position:position + 4]
 
 
 def test_usr_is_merged_as_debootstrap_merges_it_without_usrmerge_and_perl(warm: Provided, warm_root: Path) -> None:

@@ -21,8 +21,9 @@ import shlex
 from pathlib import Path
 
 # In every base's cache key: bumped when the hooks change what a bootstrapped root holds, so a base
-# cached by an older recipe is bootstrapped again (2: /usr merged without usrmerge and perl).
-RECIPE = 2
+# cached by an older recipe is bootstrapped again (2: /usr merged without usrmerge and perl;
+# 3: a bootable base brings zstd, hotsauce.bases.debian.BOOTABLE_PACKAGES).
+RECIPE = 3
 DPKG_UNSAFE_IO = "etc/dpkg/dpkg.cfg.d/zz-hotsauce-unsafe-io"
 # Where the host keeps libeatmydata (Debian's libeatmydata1), by multiarch triplet.
 HOST_EATMYDATA = ("/usr/lib/x86_64-linux-gnu/libeatmydata.so.1",)
