@@ -26,7 +26,7 @@ from hotsauce.modules.ansible_plugins.connection.hotsauce_chroot import state_fo
 from hotsauce.modules.python_run import CHILD_MODULE
 from hotsauce.store.cache import CACHE_ENV
 from tests.faults.projects import tiny_root_tarball, write_project
-from tests.recorded_commands import FAKE_DEVICE, CommandRecorder
+from tests.recorded_commands import FAKE_DEVICE, CommandRecorder, is_qemu
 
 REPO = Path(__file__).resolve().parent.parent
 SIZE = 128 << 20
@@ -162,7 +162,7 @@ def test_a_download_build_runs_each_device_command_in_pipeline_order(scene: Scen
         f"qemu-img convert -m {os.cpu_count()} --image-opts driver=raw,offset=1048576,size=133169152,"
         "file.driver=file,file.filename=WORK/disk.raw -O qcow2 STAGING/root.qcow2",
     ]
-    probes = [index for index, argv in enumerate(recorder.started) if Path(argv[0]).name.startswith("qemu-system-")]
+    probes = [index for index, argv in enumerate(recorder.started) if is_qemu(argv)]
     others = [argv for index, argv in enumerate(recorder.started) if index not in probes]
     assert others[0][:2] == ["tar", "--extract"]
     # The Python module, in a fresh interpreter of its own.
