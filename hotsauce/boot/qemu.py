@@ -36,8 +36,8 @@ KVM_PROBE_NICENESS = 19
 KVM_PROBE_MIN_CPU_SECONDS = 5.0
 # Under KVM the kernel's first console line comes within half a second (here, under TCG, ten times
 # slower, after 1.5 s); a guest that KVM hangs never prints it. A probe without it by then, having
-# had the CPU to print it, is stopped as hung: on this nested machine the hung guest's spinning cost
-# a cold build's modules 2-3 s whatever its priority, for the 15 s it ran.
+# had the CPU to print it, is stopped as hung: until stopped, a hung guest spins a core, mostly in
+# the host kernel's KVM code, where niceness takes little of it back.
 KVM_PROBE_FIRST_LINE_SECONDS = 5.0
 KVM_PROBE_FIRST_LINE_CPU_SECONDS = 2.0
 KERNEL_FIRST_LINE = "Linux version"
