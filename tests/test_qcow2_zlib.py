@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from hotsauce.errors import Cancelled
+from hotsauce.host import cancel
 from hotsauce.output.qcow2_zlib import CLUSTER, write_compressed_qcow2
 
 MIB = 1 << 20
@@ -105,3 +107,8 @@ def test_a_disk_of_holes_only_is_an_empty_image(tmp_path: Path) -> None:
     write_compressed_qcow2(raw, image)
     check = assert_qemu_reads_it_as(raw, image)
     assert check.get("allocated-clusters", 0) == 0  # qemu-img leaves the count out when it is none
+
+
+def test_a_build_asked_to_stop_stops_the_writer(mixed_disk: Path, tmp_path: Path) -> None:
+    with cancel.cancellable(lambda: True), pytest.raises(Cancelled):
+        write_compressed_qcow2(mixed_disk, tmp_path / "cancelled.qcow2")

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from hotsauce.host import cancel
+
 CLUSTER_BITS = 16
 CLUSTER = 1 << CLUSTER_BITS
 SECTOR = 512
@@ -96,6 +98,7 @@ def _compressed_clusters(fd: int, size: int, workers: int | None) -> Iterator[tu
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending: deque[Future[list[tuple[int, bytes, bool]]]] = deque()
         for first, batch in _batches(fd, size):
+            cancel.check()  # a build asked to stop stops here, as it would stop qemu-img
             pending.append(pool.submit(_deflate_batch, first, batch))
             if len(pending) > 2 * workers:
                 yield from pending.popleft().result()
