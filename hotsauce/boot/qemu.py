@@ -135,7 +135,6 @@ class _RunningProbe:
     console: Path
     deadline: float
     first_line_by: float
-    min_cpu_seconds: float = KVM_PROBE_MIN_CPU_SECONDS
     hung: bool = False  # stopped by stop_when_silent
 
     @classmethod
@@ -152,7 +151,7 @@ class _RunningProbe:
             return True
         if self.hung or self.silent():
             return False
-        if self.qemu.poll() is None and cpu_seconds(self.qemu.pid) < self.min_cpu_seconds:
+        if self.qemu.poll() is None and cpu_seconds(self.qemu.pid) < KVM_PROBE_MIN_CPU_SECONDS:
             return None
         return False
 
