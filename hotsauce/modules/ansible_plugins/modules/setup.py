@@ -79,20 +79,22 @@ def name_facts(fqdn: str) -> dict[str, object]:
 
 
 # An image has no network yet, and is not the machine it is built on: facts setup
-# gathers from the build host's interfaces and firmware are emptied, not guessed.
-NO_HOST_VALUES: dict[str, object | None] = {
-    "default_ipv4": None,
-    "default_ipv6": None,
-    "all_ipv4_addresses": None,
-    "all_ipv6_addresses": None,
+# gathers from the build host's interfaces and firmware are emptied, not guessed. Each
+# keeps the shape setup gives it on a machine without them (a mapping, a list, "NA"), so
+# a role that loops over the addresses or reads `.address | default(...)` runs as there.
+NO_HOST_VALUES: dict[str, object] = {
+    "default_ipv4": {},
+    "default_ipv6": {},
+    "all_ipv4_addresses": [],
+    "all_ipv6_addresses": [],
     "product_uuid": "NA",
     "product_serial": "NA",
     "board_serial": "NA",
     "chassis_serial": "NA",
     "virtualization_type": "none",
     "virtualization_role": "none",
-    "virtualization_tech_guest": None,
-    "virtualization_tech_host": None,
+    "virtualization_tech_guest": [],
+    "virtualization_tech_host": [],
 }
 
 
