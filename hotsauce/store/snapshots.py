@@ -21,6 +21,10 @@ from hotsauce.host.release import remove
 from hotsauce.store.cache import Cache
 
 _TAR_KEEP = ["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls"]
+# zstd's level 1, not its default 3: a cold build waits for two archives (the base, a module run).
+# On the reference base's 492 MB tar, two cores: level 3 took 1.84 s for 169 MB, level 1 1.22 s
+# for 189 MB; unpacking took 0.57 s and 0.55 s.
+_COMPRESS = "--use-compress-program=zstd -T0 -1"
 # What stays in a root that is emptied again: the filesystem's own folder.
 _KEEP_IN_ROOT = {"lost+found"}
 
@@ -29,7 +33,7 @@ def store(root: Path, entry: Path, key: Mapping[str, Any]) -> None:
     """Archive `root` as the cache entry `entry`, published only once complete."""
     partial = Cache.temporary_name(entry)
     try:
-        run(["tar", "--create", "--file", partial, "--use-compress-program=zstd -T0 -3", *_TAR_KEEP,
+        run(["tar", "--create", "--file", partial, _COMPRESS, *_TAR_KEEP,
              "--sparse", "--exclude=./lost+found", "-C", root, "."])
         Cache.write_key(entry, key)
         Cache.publish(partial, entry)
