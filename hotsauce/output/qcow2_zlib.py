@@ -19,7 +19,9 @@ of qcow2 reads it, and `qemu-img check` finds nothing:
 - a cluster is raw deflate with a 4 KiB window, which is how QEMU inflates
   it; one that does not shrink is stored as it is, cluster-aligned;
 - an all-zero cluster is left out: with no backing file it reads as zeroes;
-- the same disk always gives the same file (clusters are written in order).
+- the same disk always gives the same file on one machine (clusters are
+  written in order); zlib-ng does not promise the same deflate bytes on
+  every CPU, so across machines only the disk inside is sure to be equal.
 """
 
 from __future__ import annotations
