@@ -18,6 +18,7 @@ import pytest
 from hotsauce.config import ModuleKind, ModuleRef, load_config
 from hotsauce.errors import ModuleFailed
 from hotsauce.events import Event
+from hotsauce.modules.ansible_plugins.connection.hotsauce_chroot import state_folder
 from hotsauce.modules.ansible_run import (
     RunWatch,
     failure_of,
@@ -324,3 +325,25 @@ def test_sigterm_during_a_run_stops_everything_it_started_in_the_image(
     assert processes_in(root) == []
     assert mounts_under(root) == []
     assert not (root / "tmp/.hotsauce-ansible").exists()
+
+
+@pytest.mark.integration
+def test_modules_run_in_the_warm_python_until_the_sandbox_a_task_gets_changes(
+    root: Path, mixed_run: Run, tmp_path: Path
+) -> None:
+    """The first module imports module_utils from the warm Python's first payload; once a task
+    installs a program the sandbox covers with its stub, modules run in sandboxes of their own."""
+    nft = root / "usr/sbin/nft"
+    assert not nft.exists()
+    try:
+        with build_chroot(root):
+            run_ansible_modules(root, [role("warm_probe", DATA / "roles/warm_probe")], {}, roles_path=[],
+                                collections_path=[], log_dir=tmp_path / "logs", emit=lambda event: None)
+        answers = json.loads((root / "root/warm-probe.json").read_text())
+    finally:
+        nft.unlink(missing_ok=True)
+        (root / "root/warm-probe.json").unlink(missing_ok=True)
+    assert answers["before"].startswith("/run/hotsauce/server/library.zip/ansible/"), answers
+    assert "/run/hotsauce/server/" not in answers["after"], answers
+    assert processes_in(root) == []
+    assert not Path(state_folder(str(root))).exists()

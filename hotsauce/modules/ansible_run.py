@@ -36,6 +36,7 @@ from hotsauce.events import Emit, Event
 from hotsauce.host import cancel, ledger
 from hotsauce.modules.ansible_plugins import CONNECTION_PLUGINS, MODULES
 from hotsauce.modules.chroot import checked_host_path
+from hotsauce.modules.module_server import warm_python_in
 from hotsauce.modules.resolve import ResolvedModule
 
 IMAGE_HOST = "image"
@@ -102,7 +103,7 @@ def run_ansible_modules(
     markers = {play_marker(m): m for m in modules}
     watch = RunWatch(markers)
     artifacts = log_dir / ident
-    with ledger.temporary_folder("hotsauce-ansible-") as private_dir, image_left_clean(root):
+    with ledger.temporary_folder("hotsauce-ansible-") as private_dir, image_left_clean(root), warm_python_in(root):
         playbook = write_project(private_dir, root, modules, cfg)
         env = runner_environment(private_dir, roles_path, collections_path)
         try:

@@ -35,6 +35,8 @@ import json
 import os
 import shlex
 import shutil
+import socket
+import struct
 import subprocess
 import typing as t
 
@@ -58,6 +60,15 @@ DOCUMENTATION = """
             vars:
                 - name: inventory_hostname
                 - name: ansible_host
+        warm_python:
+            description:
+                - Run pipelined modules in a fork of the run's warm Python, which hotsauce starts in
+                  the image, while the sandbox a task gets has not changed; false gives every module
+                  a fresh Python in a sandbox of its own.
+            default: true
+            type: bool
+            vars:
+                - name: hotsauce_warm_python
     extends_documentation_fragment:
         - connection_pipelining
 """
@@ -99,6 +110,14 @@ STATE_PROGRAMS = "programs.json"  # which programs of the image the stub covers 
 SANDBOX_DIR = "/run/hotsauce"
 SANDBOX_NETNS = f"{SANDBOX_DIR}/net"
 SANDBOX_REAL = f"{SANDBOX_DIR}/real"
+# The warm Python of a run (hotsauce.modules.warm_python, started by hotsauce.modules.module_server):
+# its folder in the state folder, bound at SANDBOX_SERVER in its sandbox, holds its socket and
+# what it was started with (WARM_KEY); the plugin sends it pipelined module payloads.
+STATE_SERVER = "server"
+SANDBOX_SERVER = f"{SANDBOX_DIR}/server"
+WARM_SOCKET = "socket"
+WARM_KEY = "key.json"
+FRAME_LENGTH = struct.Struct(">I")
 
 # Never needed to build an image, and each reaches the host's kernel or hardware state.
 DROPPED_CAPABILITIES = (
@@ -172,9 +191,11 @@ def bwrap_available() -> bool:
     return shutil.which(BWRAP) is not None
 
 
-def sandbox_argv(root: str, argv: t.Sequence[str], *, hostname: str | None = None) -> list[str]:
+def sandbox_argv(root: str, argv: t.Sequence[str], *, hostname: str | None = None,
+                 options: t.Sequence[str] = ()) -> list[str]:
     """The argument list that runs `argv` inside the image `root`, sandboxed; plain chroot
-    when bwrap is not installed (the caller warns). `hostname` defaults to the image's own.
+    when bwrap is not installed (the caller warns). `hostname` defaults to the image's own;
+    `options` are more bwrap options (hotsauce.modules.module_server binds its folder).
 
     The sandbox's processes see the root as `/`, so what looks for processes inside the root
     by their paths does not find them: hotsauce finds them by bwrap's `--bind ROOT /`
@@ -206,7 +227,7 @@ def sandbox_argv(root: str, argv: t.Sequence[str], *, hostname: str | None = Non
         if os.path.exists(os.path.join(state, STATE_NETNS)):
             command += ["--ro-bind", os.path.join(state, STATE_NETNS), SANDBOX_NETNS]
         command += stub_binds(root, state)
-    return [*command, "--", *argv]
+    return [*command, *options, "--", *argv]
 
 
 def image_hostname(root: str) -> str:
@@ -320,6 +341,108 @@ def resolve_in_root(root: str, path: str, hops: int = 40) -> str | None:
     return "/" + "/".join(done)
 
 
+# --- the warm Python -------------------------------------------------------------
+
+
+def warm_key(root: str, state: str, python: str) -> dict[str, t.Any]:
+    """What a sandbox started now would differ in from one started earlier: the programs the
+    stub covers, the interpreter's file, the host name. The warm Python serves only while its
+    key is the current one: a role that installs nftables, or upgrades python3, gets fresh
+    sandboxes from then on."""
+    real = resolve_in_root(root, python)
+    try:
+        stat = os.stat(root + real) if real else None
+    except OSError:
+        stat = None
+    # By the file, not the name: Ansible discovers /usr/bin/python3.11 where hotsauce started
+    # /usr/bin/python3, the same program.
+    return {
+        "python_file": [real, stat.st_ino, stat.st_size, stat.st_mtime_ns] if stat else None,
+        "programs": programs_to_stub(root, state),
+        "hostname": image_hostname(root),
+    }
+
+
+def pipelined_python(cmd: str) -> tuple[str, dict[str, str]] | None:
+    """(interpreter, environment) of Ansible's command for a pipelined module,
+    `/bin/sh -c 'NAME=VALUE... /usr/bin/python3 && sleep 0'`; None for any other command
+    (become, a raw command, a file's transfer), and for one the shell would read differently
+    from this parse: only what reads back to the same text passes."""
+    try:
+        outer = shlex.split(cmd)
+    except ValueError:
+        return None
+    if len(outer) != 3 or outer[:2] != ["/bin/sh", "-c"]:
+        return None
+    try:
+        words = shlex.split(outer[2])
+    except ValueError:
+        return None
+    if words[-3:] == ["&&", "sleep", "0"]:
+        words = words[:-3]
+    if not words or not words[-1].startswith("/"):
+        return None
+    interpreter, environment = words[-1], {}
+    for word in words[:-1]:
+        name, equals, value = word.partition("=")
+        if not equals or not name.isidentifier() or not name.isascii():
+            return None
+        environment[name] = value
+    spoken = " ".join([*(f"{name}={shlex.quote(value)}" for name, value in environment.items()),
+                       shlex.quote(interpreter)])
+    if outer[2] not in (spoken, f"{spoken} && sleep 0"):
+        return None
+    return interpreter, environment
+
+
+def warm_reply(root: str, cmd: str, in_data: bytes, environment: dict[str, str]) -> tuple[int, bytes, bytes] | None:
+    """The warm Python's answer to a pipelined module command; None when there is none to ask
+    (not started, gone, stale, another interpreter) and the command runs in a sandbox of its own."""
+    state = state_folder(root)
+    folder = os.path.join(state, STATE_SERVER)
+    parsed = pipelined_python(cmd)
+    if parsed is None:
+        return None
+    interpreter, assignments = parsed
+    try:
+        with open(os.path.join(folder, WARM_KEY), encoding="utf-8") as file:
+            started_with = json.load(file)
+    except (OSError, ValueError):
+        return None
+    if started_with != warm_key(root, state, interpreter):
+        return None
+    request = json.dumps({"env": {**environment, **assignments}, "cwd": "/", "interpreter": interpreter}).encode()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        try:
+            client.connect(os.path.join(folder, WARM_SOCKET))
+            client.sendall(b"".join(FRAME_LENGTH.pack(len(part)) + part for part in (request, in_data)))
+        except OSError:
+            return None  # nothing ran: the command runs in a sandbox of its own
+        try:
+            header = json.loads(read_frame(client))
+            stdout, stderr = read_frame(client), read_frame(client)
+        except (OSError, EOFError, ValueError) as error:
+            # The module may have run, or be running: never run it a second time.
+            raise AnsibleConnectionFailure(f"the warm Python in {root} stopped answering: {error}") from error
+    return int(header["rc"]), stdout, stderr
+
+
+def read_frame(client: socket.socket) -> bytes:
+    (size,) = FRAME_LENGTH.unpack(read_exactly(client, FRAME_LENGTH.size))
+    return read_exactly(client, size)
+
+
+def read_exactly(client: socket.socket, size: int) -> bytes:
+    chunks = []
+    while size:
+        chunk = client.recv(min(size, 1 << 20))
+        if not chunk:
+            raise EOFError("the warm Python went away")
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
 class Connection(ConnectionBase):  # type: ignore[misc]  # ansible ships no type stubs
     """Commands and files inside an image root."""
 
@@ -354,6 +477,10 @@ class Connection(ConnectionBase):  # type: ignore[misc]  # ansible ships no type
         self, cmd: str, in_data: bytes | None = None, sudoable: bool = True
     ) -> tuple[int, bytes, bytes]:
         super().exec_command(cmd, in_data=in_data, sudoable=sudoable)
+        if in_data is not None and bwrap_available() and self.get_option("warm_python"):
+            reply = warm_reply(self.root, cmd, in_data, image_environment())
+            if reply is not None:
+                return reply
         process = self._chroot(
             ["/bin/sh", "-c", cmd],
             stdin=subprocess.PIPE,

@@ -1,0 +1,181 @@
+"""The warm Python (hotsauce.modules.warm_python) answering payloads, here on the build host
+with this Python (the sandboxed one in an image: test_ansible_run), and the plugin's reading
+of Ansible's pipelined module command."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hotsauce.modules import warm_python
+from hotsauce.modules.ansible_plugins.connection.hotsauce_chroot import (
+    FRAME_LENGTH,
+    pipelined_python,
+    read_frame,
+)
+
+# A stand-in for an AnsiballZ wrapper: its zip as a base64 literal, written out and put first
+# on sys.path, as the real one does; it reports what the module would see.
+PAYLOAD = '''
+import base64, json, os, sys, tempfile
+ZIP = """{zip}"""
+path = os.path.join(tempfile.mkdtemp(), "payload.zip")
+with open(path, "wb") as file:
+    file.write(base64.b64decode(ZIP))
+sys.path.insert(0, path)
+from ansible.module_utils import basic
+{extra}
+print(json.dumps({{"file": basic.__file__, "mark": basic.MARK, "argv": sys.argv,
+                  "env": os.environ.get("ONLY_HERE"), "stdin": sys.stdin.read(), "cwd": os.getcwd(),
+                  "main_file": hasattr(sys.modules["__main__"], "__file__")}}))
+print("to stderr", file=sys.stderr)
+sys.exit({code})
+'''
+
+
+def payload(mark: str = "one", extra: str = "", code: int = 0, more_files: dict[str, str] | None = None) -> bytes:
+    files = {"ansible/__init__.py": "", "ansible/module_utils/__init__.py": "",
+             "ansible/module_utils/basic.py": f"MARK = {mark!r}\n", **(more_files or {})}
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+        archive.writestr("filler.bin", os.urandom(3000))  # a payload's zip is never this small
+    literal = base64.b64encode(buffer.getvalue()).decode()
+    return PAYLOAD.format(zip=literal, extra=extra, code=code).encode()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Path]:
+    socket_path = tmp_path / "socket"
+    process = subprocess.Popen([sys.executable, "-c", Path(warm_python.__file__).read_text(),
+                                str(socket_path), str(tmp_path / "library.zip")], cwd="/")
+    try:
+        deadline = time.monotonic() + 10
+        while not socket_path.is_socket():
+            assert process.poll() is None and time.monotonic() < deadline, "the warm Python did not start"
+            time.sleep(0.01)
+        yield socket_path
+    finally:
+        process.kill()
+        process.wait()
+
+
+def ask(socket_path: Path, script: bytes, env: dict[str, str] | None = None) -> tuple[int, dict[str, object], bytes]:
+    request = json.dumps({"env": env or {"PATH": "/usr/bin:/bin"}, "cwd": "/"}).encode()
+    with socket.socket(socket.AF_UNIX) as client:
+        client.connect(str(socket_path))
+        client.sendall(b"".join(FRAME_LENGTH.pack(len(part)) + part for part in (request, script)))
+        rc = json.loads(read_frame(client))["rc"]
+        stdout, stderr = read_frame(client), read_frame(client)
+    return rc, json.loads(stdout) if stdout.strip() else {}, stderr
+
+
+def test_a_payload_with_the_same_module_utils_runs_with_them_imported_already(server: Path) -> None:
+    _, first, _ = ask(server, payload())
+    _, second, _ = ask(server, payload())
+    library = str(server.parent / "library.zip")
+    # The first payload warms the server up before its own run.
+    assert first["file"] == second["file"] == library + "/ansible/module_utils/basic.py"
+    assert second["mark"] == "one"
+
+
+def test_a_payload_whose_module_utils_differ_imports_its_own(server: Path) -> None:
+    ask(server, payload("one"))
+    _, answer, _ = ask(server, payload("two"))
+    assert answer["mark"] == "two"
+    assert not str(answer["file"]).startswith(str(server.parent))
+
+
+def test_a_module_only_in_a_later_payload_is_found_in_that_payload(server: Path) -> None:
+    ask(server, payload())
+    extra = "from ansible.module_utils import extra\nassert extra.WHERE == 'later'"
+    later = payload(extra=extra, more_files={"ansible/module_utils/extra.py": "WHERE = 'later'\n"})
+    rc, answer, stderr = ask(server, later)
+    assert rc == 0, stderr
+    assert str(answer["file"]).startswith(str(server.parent / "library.zip"))
+
+
+def test_the_child_runs_as_python_reading_its_script_from_stdin_would(server: Path) -> None:
+    ask(server, payload())
+    rc, answer, stderr = ask(server, payload(code=3), {"PATH": "/usr/bin:/bin", "ONLY_HERE": "yes"})
+    assert rc == 3
+    assert answer["argv"] == [""] and answer["stdin"] == "" and answer["cwd"] == "/"
+    assert answer["env"] == "yes" and answer["main_file"] is False
+    assert stderr == b"to stderr\n"
+    _, again, _ = ask(server, payload())
+    assert again["env"] is None  # one request's environment is its own
+
+
+def test_an_exception_exits_1_with_its_traceback_on_stderr(server: Path) -> None:
+    rc, _, stderr = ask(server, b"raise RuntimeError('broken module')\n")
+    assert rc == 1
+    assert b"RuntimeError: broken module" in stderr
+
+
+@pytest.mark.parametrize(("command", "expected"), [
+    ("/bin/sh -c '/usr/bin/python3.11 && sleep 0'", ("/usr/bin/python3.11", {})),
+    ("/bin/sh -c 'LANG=C.UTF-8 LC_ALL=C.UTF-8 /usr/bin/python3 && sleep 0'",
+     ("/usr/bin/python3", {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"})),
+    ("/bin/sh -c 'GREETING='\"'\"'a b'\"'\"' /usr/bin/python3'", ("/usr/bin/python3", {"GREETING": "a b"})),
+])
+def test_the_pipelined_module_command_is_read(command: str, expected: tuple[str, dict[str, str]]) -> None:
+    assert pipelined_python(command) == expected
+
+
+@pytest.mark.parametrize("command", [
+    "/bin/sh -c 'echo ~ && sleep 0'",  # not a module
+    "/bin/sh -c 'sudo -H -S -n -u root /bin/sh -c '\"'\"'echo BECOME-SUCCESS-x ; /usr/bin/python3'\"'\"' && sleep 0'",
+    "/bin/sh -c 'HOME=$HOME /usr/bin/python3 && sleep 0'",  # the shell would expand it
+    "/bin/sh -c '/usr/bin/python3; rm -rf /tmp/x'",
+    "/bin/bash -c '/usr/bin/python3 && sleep 0'",
+    "/bin/sh -c 'python3 && sleep 0'",
+])
+def test_any_other_command_is_left_to_a_sandbox_of_its_own(command: str) -> None:
+    assert pipelined_python(command) is None
+
+
+def gone(pid: int, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_what_a_module_leaves_running_is_stopped_when_it_ends(server: Path, tmp_path: Path) -> None:
+    left = tmp_path / "left.pid"
+    script = f"import subprocess\nopen({str(left)!r}, 'w').write(str(subprocess.Popen(['sleep', '60']).pid))\n"
+    rc, _, stderr = ask(server, script.encode())
+    assert rc == 0, stderr
+    assert gone(int(left.read_text()))
+
+
+def test_a_client_that_goes_away_takes_its_module_with_it(server: Path, tmp_path: Path) -> None:
+    started = tmp_path / "module.pid"
+    script = f"import os, time\nopen({str(started)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)\n"
+    request = json.dumps({"env": {}, "cwd": "/"}).encode()
+    with socket.socket(socket.AF_UNIX) as client:
+        client.connect(str(server))
+        client.sendall(b"".join(FRAME_LENGTH.pack(len(part)) + part for part in (request, script.encode())))
+        deadline = time.monotonic() + 10
+        while not started.exists() or not started.read_text():
+            assert time.monotonic() < deadline, "the module did not start"
+            time.sleep(0.02)
+    assert gone(int(started.read_text()))
