@@ -4,6 +4,7 @@ of Ansible's pipelined module command."""
 
 from __future__ import annotations
 
+import ast
 import base64
 import io
 import json
@@ -16,14 +17,17 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import ansible
 import pytest
 
 from hotsauce.modules import warm_python
+from hotsauce.modules.ansible_plugins import MODULES
 from hotsauce.modules.ansible_plugins.connection.hotsauce_chroot import (
     FRAME_LENGTH,
     pipelined_python,
     read_frame,
 )
+from hotsauce.modules.module_server import WARM_LAYERS
 
 # A stand-in for an AnsiballZ wrapper: its zip as a base64 literal, written out and put first
 # on sys.path, as the real one does; it reports what the module would see.
@@ -44,23 +48,38 @@ sys.exit({code})
 '''
 
 
-def payload(mark: str = "one", extra: str = "", code: int = 0, more_files: dict[str, str] | None = None) -> bytes:
-    files = {"ansible/__init__.py": "", "ansible/module_utils/__init__.py": "",
-             "ansible/module_utils/basic.py": f"MARK = {mark!r}\n", **(more_files or {})}
+def module_utils(mark: str = "one", **more: str) -> dict[str, str]:
+    return {"ansible/__init__.py": "", "ansible/module_utils/__init__.py": "",
+            "ansible/module_utils/basic.py": f"MARK = {mark!r}\n",
+            **{f"ansible/module_utils/{name}.py": text for name, text in more.items()}}
+
+
+def zip_of(files: dict[str, str]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         for name, text in files.items():
             archive.writestr(name, text)
         archive.writestr("filler.bin", os.urandom(3000))  # a payload's zip is never this small
-    literal = base64.b64encode(buffer.getvalue()).decode()
+    return buffer.getvalue()
+
+
+def payload(files: dict[str, str] | None = None, extra: str = "", code: int = 0) -> bytes:
+    literal = base64.b64encode(zip_of(module_utils() if files is None else files)).decode()
     return PAYLOAD.format(zip=literal, extra=extra, code=code).encode()
+
+
+# The library the server warms up from: basic, then a second layer.
+LIBRARY_FILES = module_utils(second="LAYER = 2\n")
+LAYERS = [["ansible.module_utils.basic"], ["ansible.module_utils.second"]]
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Path]:
     socket_path = tmp_path / "socket"
+    library = tmp_path / "library.zip"
+    library.write_bytes(zip_of(LIBRARY_FILES))
     process = subprocess.Popen([sys.executable, "-c", Path(warm_python.__file__).read_text(),
-                                str(socket_path), str(tmp_path / "library.zip")], cwd="/")
+                                str(socket_path), str(library), json.dumps(LAYERS)], cwd="/")
     try:
         deadline = time.monotonic() + 10
         while not socket_path.is_socket():
@@ -83,32 +102,35 @@ def ask(socket_path: Path, script: bytes, env: dict[str, str] | None = None) -> 
 
 
 def test_a_payload_with_the_same_module_utils_runs_with_them_imported_already(server: Path) -> None:
-    _, first, _ = ask(server, payload())
-    _, second, _ = ask(server, payload())
-    library = str(server.parent / "library.zip")
-    # The first payload warms the server up before its own run.
-    assert first["file"] == second["file"] == library + "/ansible/module_utils/basic.py"
-    assert second["mark"] == "one"
+    _, answer, _ = ask(server, payload(LIBRARY_FILES, "from ansible.module_utils import second"))
+    assert answer["file"] == str(server.parent / "library.zip/ansible/module_utils/basic.py")
+    assert answer["mark"] == "one"
 
 
 def test_a_payload_whose_module_utils_differ_imports_its_own(server: Path) -> None:
-    ask(server, payload("one"))
-    _, answer, _ = ask(server, payload("two"))
+    _, answer, _ = ask(server, payload(module_utils("two")))
     assert answer["mark"] == "two"
     assert not str(answer["file"]).startswith(str(server.parent))
 
 
-def test_a_module_only_in_a_later_payload_is_found_in_that_payload(server: Path) -> None:
-    ask(server, payload())
-    extra = "from ansible.module_utils import extra\nassert extra.WHERE == 'later'"
-    later = payload(extra=extra, more_files={"ansible/module_utils/extra.py": "WHERE = 'later'\n"})
-    rc, answer, stderr = ask(server, later)
+def test_a_payload_without_a_later_layer_keeps_the_first_and_cannot_import_the_rest(server: Path) -> None:
+    """As a fresh interpreter: what the payload does not carry cannot be imported, however reached."""
+    rc, _, stderr = ask(server, payload(module_utils(), "from ansible.module_utils import second"))
+    assert rc == 1 and b"ImportError" in stderr
+    rc, _, stderr = ask(server, payload(module_utils(), "import ansible.module_utils.second"))
+    assert rc == 1 and b"ModuleNotFoundError" in stderr
+    _, answer, _ = ask(server, payload(module_utils()))
+    assert answer["file"] == str(server.parent / "library.zip/ansible/module_utils/basic.py")
+
+
+def test_a_module_only_in_the_payload_is_found_in_it(server: Path) -> None:
+    extra = "from ansible.module_utils import extra\nassert extra.WHERE == 'payload'"
+    rc, answer, stderr = ask(server, payload(module_utils(extra="WHERE = 'payload'\n"), extra))
     assert rc == 0, stderr
     assert str(answer["file"]).startswith(str(server.parent / "library.zip"))
 
 
 def test_the_child_runs_as_python_reading_its_script_from_stdin_would(server: Path) -> None:
-    ask(server, payload())
     rc, answer, stderr = ask(server, payload(code=3), {"PATH": "/usr/bin:/bin", "ONLY_HERE": "yes"})
     assert rc == 3
     assert answer["argv"] == [""] and answer["stdin"] == "" and answer["cwd"] == "/"
@@ -179,3 +201,16 @@ def test_a_client_that_goes_away_takes_its_module_with_it(server: Path, tmp_path
             assert time.monotonic() < deadline, "the module did not start"
             time.sleep(0.02)
     assert gone(int(started.read_text()))
+
+
+def test_the_second_layer_is_what_the_facts_module_imports() -> None:
+    """Every run's first payload is hotsauce's facts module: its imports are what is warmed."""
+    installed = Path(ansible.__file__).parent.parent
+    imported = set()
+    for node in ast.walk(ast.parse((MODULES / "setup.py").read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ansible.module_utils."):
+            for alias in node.names:  # `from package import submodule` imports the submodule
+                submodule = f"{node.module}.{alias.name}"
+                is_module = (installed / submodule.replace(".", "/")).with_suffix(".py").is_file()
+                imported.add(submodule if is_module else node.module)
+    assert imported - {"ansible.module_utils.basic"} == set(WARM_LAYERS[1])

@@ -2,24 +2,27 @@
 each pipelined module payload (AnsiballZ) in a fork of itself.
 
 A fresh interpreter per task pays, on a small build host, some 0.02 s to start and 0.13 s to
-compile and import ansible's module_utils out of the payload's zip. This process imports them
-once, from the first payload, and forks per task, so a task's module finds them imported.
+compile and import ansible's module_utils out of the payload's zip; the facts module, 0.5 s
+more. This process imports them once, while ansible-playbook starts, from the library: the
+controller's module_utils as payloads carry them (hotsauce.modules.module_server writes it).
+It imports them in layers (basic, then what the facts module imports), and forks per task.
 
-Standard library only, for the image's own python3 (3.7 or later); hotsauce starts it
-(hotsauce.modules.module_server) and the connection plugin is its only client. A request on
-the Unix socket is one frame: a JSON header (the environment and working folder of the
-command) and the payload script; the answer is a JSON header (the exit status) and the
-command's stdout and stderr. Each frame is a 4-byte big-endian length and that many bytes.
+Standard library only, for the image's own python3 (3.7 or later); hotsauce starts it and the
+connection plugin is its only client. A request on the Unix socket is a JSON header (the
+command's environment, working folder and interpreter) and the payload script; the answer is
+a JSON header (the exit status), the command's stdout and its stderr. Each part is framed by
+a 4-byte big-endian length.
 
 What keeps a forked run equal to a fresh interpreter's:
-- a payload whose zip holds every file this process imported, byte for byte (by CRC-32), runs
-  with them; any other (another ansible-core, a role's own copy of a module_util) runs with
-  them all forgotten first, so it imports its own;
-- the packages imported here look for further modules in the payload's zip, not in the first
-  one's, through their `__path__`;
+- a payload runs with the first layers whose every file its zip holds byte for byte (by
+  CRC-32) and with the other layers forgotten, so another ansible-core's payload, or one with a
+  role's own copy of a module_util, imports its own;
+- the packages it keeps look for further modules in the payload's zip, not in the library;
 - the child gets the command's environment, working folder, stdin at end of file, stdout and
   stderr of its own (memory files, read after it exits), `sys.argv` and `__main__` as
-  `python3 < script` has them, and exits through the interpreter's own shutdown (atexit).
+  `python3 < script` has them, and exits through the interpreter's own shutdown (atexit);
+- it runs in a process group of its own, killed when it ends, as a sandbox ends with its
+  command, and a client that goes away (a task's timeout, a cancelled run) takes it with it.
 """
 
 from __future__ import annotations
@@ -40,63 +43,74 @@ import types
 import typing
 import zipfile
 
-# The module_utils a payload starts with: ansible-core 2.19's loader, or basic before it.
-WARM_IMPORTS = ("ansible.module_utils._internal._ansiballz._loader", "ansible.module_utils.basic")
 # A payload's zip is the only long base64 literal in its script.
 ZIP_LITERAL = re.compile(rb"""(['"]{1,3})([A-Za-z0-9+/=\s]{2000,})\1""")
 LENGTH = struct.Struct(">I")
 
 
 class Warm:
-    """What this process imported, and from which zip."""
+    """What this process imported from the library (the controller's module_utils, as payloads
+    carry them), in layers: each imported after the ones before, so that a payload may keep the
+    first layers and forget the others (nothing imported earlier refers to what came later)."""
 
     def __init__(self, library: str) -> None:
-        self.library = library  # the first payload's zip, kept for the run
-        self.crcs: dict[str, int] = {}  # its files by name -> CRC-32
-        self.modules: list[str] = []  # what was imported out of it
+        self.library = library
+        self.crcs: dict[str, int] = {}  # the library's files by name -> CRC-32
+        self.layers: list[list[str]] = []  # the modules each layer imported
 
-    def warm_up(self, zip_bytes: bytes) -> None:
-        with open(self.library, "wb") as file:
-            file.write(zip_bytes)
-        self.crcs = crcs_of(zip_bytes)
-        before = set(sys.modules)
+    def warm_up(self, layers: list[list[str]]) -> None:
+        with zipfile.ZipFile(self.library) as archive:
+            self.crcs = {info.filename: info.CRC for info in archive.infolist()}
         sys.path.insert(0, self.library)
         try:
-            for name in WARM_IMPORTS:
+            for names in layers:
+                before = set(sys.modules)
                 try:
-                    __import__(name)
-                    break
-                except ImportError:
-                    continue
+                    for name in names:
+                        with contextlib.suppress(ImportError):  # another ansible-core's names
+                            __import__(name)
+                finally:
+                    self.layers.append(sorted(name for name in set(sys.modules) - before
+                                              if self.inside(sys.modules[name]) is not None))
         finally:
             sys.path.remove(self.library)
-            self.modules = sorted(name for name in set(sys.modules) - before
-                                  if module_file(sys.modules[name]).startswith(self.library + "/"))
 
-    def fits(self, crcs: dict[str, int]) -> bool:
-        """True when the payload's zip holds every imported file with the same bytes."""
-        for name in self.modules:
-            inside = module_file(sys.modules[name])[len(self.library) + 1:]
-            if crcs.get(inside) != self.crcs.get(inside):
-                return False
-        return bool(self.modules)
+    def inside(self, module: types.ModuleType) -> str | None:
+        """The module's file name inside the library, None for a module from elsewhere."""
+        file = getattr(module, "__file__", None) or ""
+        return file[len(self.library) + 1:] if file.startswith(self.library + "/") else None
 
-    def forget(self) -> None:
-        for name in self.modules:
-            sys.modules.pop(name, None)
+    def layers_fitting(self, crcs: dict[str, int]) -> int:
+        """How many layers, from the first, the payload's zip holds byte for byte."""
+        for count, modules in enumerate(self.layers):
+            for name in modules:
+                inside = self.inside(sys.modules[name])
+                if inside is None or crcs.get(inside) != self.crcs.get(inside):
+                    return count
+        return len(self.layers)
 
-    def point_packages_at(self, payload_zip: str) -> None:
-        """Submodules not imported yet come from the payload's zip (its modules, its own
-        module_utils), as a fresh interpreter would find them."""
-        for name in self.modules:
-            module = sys.modules[name]
-            if hasattr(module, "__path__"):
-                inside = os.path.dirname(module_file(module)[len(self.library) + 1:])
-                module.__path__ = [payload_zip + "/" + inside]
+    def keep(self, count: int, payload_zip: str) -> None:
+        """Keep the first `count` layers, looking for modules not imported yet in the payload's
+        zip (its module, its own module_utils) as a fresh interpreter would; forget the rest."""
+        for modules in self.layers[count:]:
+            for name in modules:
+                forget(name)
+        for modules in self.layers[:count]:
+            for name in modules:
+                module = sys.modules[name]
+                if hasattr(module, "__path__"):  # a package; extend_path may have added folders
+                    module.__path__ = [payload_zip + entry[len(self.library):]
+                                       if entry.startswith(self.library + "/") else entry
+                                       for entry in module.__path__]
 
 
-def module_file(module: types.ModuleType) -> str:
-    return getattr(module, "__file__", None) or ""
+def forget(name: str) -> None:
+    """Out of sys.modules and off its package: `from package import name` reads the attribute first."""
+    module = sys.modules.pop(name, None)
+    parent_name, _, child = name.rpartition(".")
+    parent = sys.modules.get(parent_name)
+    if module is not None and parent is not None and getattr(parent, child, None) is module:
+        delattr(parent, child)
 
 
 def crcs_of(zip_bytes: bytes) -> dict[str, int]:
@@ -148,7 +162,7 @@ def serve_one(connection: socket.socket, warm: Warm, request: dict[str, typing.A
     payload_zip = f"{warm.library[:-len('.zip')]}.{os.getpid()}.zip"
     stdout = os.memfd_create("stdout")
     stderr = os.memfd_create("stderr")
-    if payload is not None and warm.modules:
+    if payload is not None and warm.layers:
         with open(payload_zip, "wb") as file:
             file.write(payload)
     pid = os.fork()
@@ -214,10 +228,7 @@ def run_script(script: bytes, request: dict[str, typing.Any], warm: Warm, payloa
     os.environ.update(request["env"])
     os.chdir(request.get("cwd") or "/")
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if warm.modules and payload is not None and warm.fits(crcs_of(payload)):
-        warm.point_packages_at(payload_zip)
-    else:
-        warm.forget()
+    warm.keep(warm.layers_fitting(crcs_of(payload)) if payload is not None else 0, payload_zip)
     sys.argv = [""]  # sys.path[0] is "" already: this process runs as `python3 -c`
     sys.executable = request.get("interpreter") or sys.executable
     main = types.ModuleType("__main__")
@@ -236,13 +247,19 @@ def reopened(fd: int, mode: str, like: typing.TextIO | None) -> typing.TextIO:
 # --- the server ---------------------------------------------------------------
 
 
-def serve(socket_path: str, library: str) -> int:
+def serve(socket_path: str, library: str, layers: list[list[str]]) -> int:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(socket_path)
     listener.listen(8)
-    warm = Warm(library)
     # Stopped by its sandbox (bwrap); a child still running ends with the sandbox.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # After the bind: clients queue while this runs, beside ansible-playbook's own start.
+    warm = Warm(library)
+    try:
+        warm.warm_up(layers)
+    except Exception:  # whatever went wrong, every payload imports for itself
+        warm.keep(0, library)
+        warm.layers = []
     while True:
         reap()
         connection, _ = listener.accept()
@@ -252,27 +269,11 @@ def serve(socket_path: str, library: str) -> int:
         except (EOFError, ValueError, OSError):
             connection.close()
             continue
-        if not warm.crcs:
-            warm_up_from(warm, script)
         pid = os.fork()
         if pid == 0:
             listener.close()
             return serve_one(connection, warm, request, script)
         connection.close()
-
-
-def warm_up_from(warm: Warm, script: bytes) -> None:
-    """Import the module_utils out of the first payload that has a zip; once: a payload whose
-    imports fail here runs as it would anyway, and later ones run cold."""
-    zip_bytes = zip_in(script)
-    if zip_bytes is None:
-        return
-    try:
-        warm.warm_up(zip_bytes)
-    except Exception:  # whatever went wrong, the children import for themselves
-        warm.forget()
-        warm.modules = []
-        warm.crcs = {"": 0}
 
 
 def reap() -> None:
@@ -284,4 +285,4 @@ def reap() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(serve(sys.argv[1], sys.argv[2]))
+    sys.exit(serve(sys.argv[1], sys.argv[2], json.loads(sys.argv[3])))
