@@ -3,8 +3,9 @@
 The same trivial tasks (`command: /bin/true`) that bench/side_by_side.py runs through hotsauce's
 sandboxed connection, run here by plain `ansible-playbook -c local` against this host, with the
 host's /usr/bin/python3 and no facts: no image, no sandbox, no ansible-runner. What it costs is
-ansible-core's controller and module start-up alone, the floor any connection starts from. Run
-alone, as any user:
+ansible-core's controller and a fresh module Python per task, what a connection that starts a
+Python for every module cannot go below (hotsauce's warm Python forks one instead). Run alone,
+as any user:
 
     .venv/bin/python bench/ansible_floor.py [--tasks 40] [--rounds 3]
 """

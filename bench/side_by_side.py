@@ -12,10 +12,10 @@ as a user would:
 - the EC2-style set (the default layout, an uncompressed qcow2): cold, warm, last module changed;
 then runs diskimage-builder's anchor script (../shared/anchors/dib/build.sh, or --dib-script) cold
 and warm, times trivial Ansible tasks through hotsauce's connection against the built base and
-through ansible-core's own local connection on the host (the floor, bench/ansible_floor.py), and
-prints one table: times, ratios against diskimage-builder and the targets, image sizes, and the
-largest resident set of any process of a build. Ratios are only comparable within one run: the
-machine's load moves both tools.
+through ansible-core's own local connection on the host (a fresh Python per task, no image, no
+sandbox: bench/ansible_floor.py), and prints one table: times, ratios against diskimage-builder
+and the targets, image sizes, and the largest resident set of any process of a build. Ratios
+are only comparable within one run: the machine's load moves both tools.
 """
 
 from __future__ import annotations
@@ -196,7 +196,8 @@ def table(hotsauce: dict[str, dict[str, Build]], dib: dict[str, Build],
     if floor:
         per_task, fixed = floor
         lines.append(f"| the same with ansible-core's local connection on the host (no image, no sandbox) "
-                     f"| {per_task:.3f} s per task, {fixed:.2f} s per run | | | | | the floor |")
+                     f"| {per_task:.3f} s per task, {fixed:.2f} s per run | | | | | "
+                     "a fresh Python per task |")
     return lines
 
 

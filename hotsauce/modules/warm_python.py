@@ -7,11 +7,11 @@ more. This process imports them once, while ansible-playbook starts, from the li
 controller's module_utils as payloads carry them (hotsauce.modules.module_server writes it).
 It imports them in layers (basic, then what the facts module imports), and forks per task.
 
-Standard library only, for the image's own python3 (3.7 or later); hotsauce starts it and the
-connection plugin is its only client. A request on the Unix socket is a JSON header (the
-command's environment, working folder and interpreter) and the payload script; the answer is
-a JSON header (the exit status), the command's stdout and its stderr. Each part is framed by
-a 4-byte big-endian length.
+Standard library only, for the image's own python3 (3.8 or later; an older one never listens,
+and every task runs as before). hotsauce starts it and the connection plugin is its only
+client. A request on the Unix socket is a JSON header (the command's environment, working
+folder and interpreter) and the payload script; the answer is a JSON header (the exit status),
+the command's stdout and its stderr. Each part is framed by a 4-byte big-endian length.
 
 What keeps a forked run equal to a fresh interpreter's:
 - a payload runs with the first layers whose every file its zip holds byte for byte (by
@@ -248,6 +248,8 @@ def reopened(fd: int, mode: str, like: typing.TextIO | None) -> typing.TextIO:
 
 
 def serve(socket_path: str, library: str, layers: list[list[str]]) -> int:
+    if not hasattr(os, "memfd_create"):  # Python 3.7: never listening, so every task runs as before
+        return 1
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(socket_path)
     listener.listen(8)
