@@ -18,7 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from hotsauce.boot.probe import PROBE_DEVICE, PROBE_SERIAL, probe_cmdline, write_probe_disk
-from hotsauce.boot.qemu import GUEST_CPUS, GUEST_MEMORY_MB, Accel, Drive, qemu_binary
+from hotsauce.boot.qemu import GUEST_MEMORY_MB, Accel, Drive, guest_cpus, qemu_binary
 from hotsauce.errors import ConfigError, FirmwareMissing
 from hotsauce.host import proc
 from hotsauce.image import disk
@@ -79,8 +79,8 @@ class FirmwareMachine:
     accel: Accel = Accel.TCG
 
     def argv(self) -> list[str]:
-        argv = [qemu_binary(), "-accel", self.accel.value, "-m", str(GUEST_MEMORY_MB), "-smp", str(GUEST_CPUS),
-                "-no-reboot"]
+        argv = [qemu_binary(), "-accel", self.accel.value, "-m", str(GUEST_MEMORY_MB),
+                "-smp", str(guest_cpus(self.accel)), "-no-reboot"]
         if self.firmware is Firmware.UEFI:
             code, _ = ovmf_files()
             assert self.uefi_vars is not None

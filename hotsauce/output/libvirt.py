@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 
-from hotsauce.boot.qemu import GUEST_CPUS, GUEST_MEMORY_MB, Accel, choose_accel, kvm_device_usable
+from hotsauce.boot.qemu import GUEST_MEMORY_MB, Accel, choose_accel, guest_cpus, kvm_device_usable
 from hotsauce.errors import KvmUnusable, UnknownLayout
 from hotsauce.events import Emit, Event, ignore
 from hotsauce.output.imageset import (
@@ -68,7 +68,7 @@ def domain_xml(manifest: Manifest, placed_at: Path | None, *, accel: Accel, netw
     domain = ET.Element("domain", type=DOMAIN_TYPES[accel])
     ET.SubElement(domain, "name").text = domain_name(manifest)
     ET.SubElement(domain, "memory", unit="MiB").text = str(GUEST_MEMORY_MB)
-    ET.SubElement(domain, "vcpu").text = str(GUEST_CPUS)
+    ET.SubElement(domain, "vcpu").text = str(guest_cpus(accel))
     _add_os(domain, manifest, path_of)
     features = ET.SubElement(domain, "features")
     ET.SubElement(features, "acpi")
