@@ -32,9 +32,11 @@ from hotsauce.modules.module_server import WARM_LAYERS
 # A stand-in for an AnsiballZ wrapper: its zip as a base64 literal, written out and put first
 # on sys.path, as the real one does; it reports what the module would see.
 PAYLOAD = '''
-import base64, json, os, sys, tempfile
+import atexit, base64, json, os, shutil, sys, tempfile
 ZIP = """{zip}"""
-path = os.path.join(tempfile.mkdtemp(), "payload.zip")
+folder = tempfile.mkdtemp()
+atexit.register(shutil.rmtree, folder)  # as the interpreter's shutdown runs it
+path = os.path.join(folder, "payload.zip")
 with open(path, "wb") as file:
     file.write(base64.b64decode(ZIP))
 sys.path.insert(0, path)
@@ -42,7 +44,7 @@ from ansible.module_utils import basic
 {extra}
 print(json.dumps({{"file": basic.__file__, "mark": basic.MARK, "argv": sys.argv,
                   "env": os.environ.get("ONLY_HERE"), "stdin": sys.stdin.read(), "cwd": os.getcwd(),
-                  "main_file": hasattr(sys.modules["__main__"], "__file__")}}))
+                  "main_file": hasattr(sys.modules["__main__"], "__file__"), "folder": folder}}))
 print("to stderr", file=sys.stderr)
 sys.exit({code})
 '''
@@ -135,6 +137,7 @@ def test_the_child_runs_as_python_reading_its_script_from_stdin_would(server: Pa
     assert rc == 3
     assert answer["argv"] == [""] and answer["stdin"] == "" and answer["cwd"] == "/"
     assert answer["env"] == "yes" and answer["main_file"] is False
+    assert not Path(str(answer["folder"])).exists()  # its atexit ran
     assert stderr == b"to stderr\n"
     _, again, _ = ask(server, payload())
     assert again["env"] is None  # one request's environment is its own
