@@ -159,16 +159,17 @@ def serve_one(connection: socket.socket, warm: Warm, request: dict[str, typing.A
     """In the forked child that answers the client: run the script in a further fork (its
     exit status is then the kernel's, whatever the module does), answer, exit."""
     payload = zip_in(script)
+    kept = warm.layers_fitting(crcs_of(payload)) if payload is not None else 0
     payload_zip = f"{warm.library[:-len('.zip')]}.{os.getpid()}.zip"
     stdout = os.memfd_create("stdout")
     stderr = os.memfd_create("stderr")
-    if payload is not None and warm.layers:
+    if payload is not None and kept:  # where the kept packages look for what they did not import
         with open(payload_zip, "wb") as file:
             file.write(payload)
     pid = os.fork()
     if pid == 0:
         connection.close()
-        return run_script(script, request, warm, payload, payload_zip, stdout, stderr)
+        return run_script(script, request, warm, kept, payload_zip, stdout, stderr)
     try:
         status = wait_for(pid, connection)
     finally:
@@ -209,7 +210,7 @@ def contents(fd: int) -> bytes:
         return file.read()
 
 
-def run_script(script: bytes, request: dict[str, typing.Any], warm: Warm, payload: bytes | None,
+def run_script(script: bytes, request: dict[str, typing.Any], warm: Warm, kept: int,
                payload_zip: str, stdout: int, stderr: int) -> int:
     """The module's process: as `python3 < script` would run it, from here on, in a process group
     of its own (what it leaves running there is stopped when it ends)."""
@@ -228,7 +229,7 @@ def run_script(script: bytes, request: dict[str, typing.Any], warm: Warm, payloa
     os.environ.update(request["env"])
     os.chdir(request.get("cwd") or "/")
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    warm.keep(warm.layers_fitting(crcs_of(payload)) if payload is not None else 0, payload_zip)
+    warm.keep(kept, payload_zip)
     sys.argv = [""]  # sys.path[0] is "" already: this process runs as `python3 -c`
     sys.executable = request.get("interpreter") or sys.executable
     main = types.ModuleType("__main__")
