@@ -321,7 +321,8 @@ def _build_into(ctx: BuildContext, source: PlannedBase | FetchedBase, repro: Rep
         with ctx.stage(Stage.FORMAT):
             disk.make_filesystem(device, ctx.options.fs_type, repro)
         with ctx.stage(Stage.MOUNT):
-            root = image.enter_context(disk.root_filesystem_mounted(device, ctx.paths.root, trim=True))
+            root = image.enter_context(disk.root_filesystem_mounted(device, ctx.paths.root, trim=True,
+                                                                    building=ctx.options.fs_type))
         _base_and_modules(ctx, root, source)
         with ctx.stage(Stage.FINISH):
             os_release = _finish_root(ctx, root)
@@ -350,7 +351,8 @@ def _build_disk_into(ctx: BuildContext, source: PlannedBase | FetchedBase, setti
         with ctx.stage(Stage.FORMAT):
             format_disk(devices, fs_type, repro)
         with ctx.stage(Stage.MOUNT):
-            root = image.enter_context(disk.root_filesystem_mounted(devices.root, ctx.paths.root, trim=True))
+            root = image.enter_context(disk.root_filesystem_mounted(devices.root, ctx.paths.root, trim=True,
+                                                                    building=fs_type))
         _base_and_modules(ctx, root, source)
         with ctx.stage(Stage.FINISH):
             facts = make_bootable(root, devices, settings.boot, fs_type)

@@ -122,6 +122,12 @@ _MKFS: dict[FsType, list[str]] = {
 
 _DERIVED_OPTIONS = {FsType.EXT4: ext4_options, FsType.XFS: xfs_options, FsType.BTRFS: btrfs_options}
 
+# A root being built never asks its loop device to flush: each flush is an fsync of the whole image
+# file on the host, and the build keeps nothing it would save (a build that dies is thrown away; the
+# end unmounts, which writes everything). Measured: grub-install's 330 fsyncs took 1.1 s, 0.2 s
+# without. XFS has had no such option since Linux 4.19.
+_NO_FLUSH_OPTIONS = {FsType.EXT4: ["-o", "nobarrier"], FsType.BTRFS: ["-o", "nobarrier"]}
+
 
 def make_filesystem(device: Path, fs_type: FsType, repro: Reproducible | None = None) -> None:
     """The root filesystem; with `repro`, its UUID (and ext4's hash seed and times) from the inputs."""
@@ -132,14 +138,17 @@ def make_filesystem(device: Path, fs_type: FsType, repro: Reproducible | None = 
 
 
 @contextmanager
-def root_filesystem_mounted(device: Path, mountpoint: Path, *, trim: bool = False) -> Iterator[Path]:
+def root_filesystem_mounted(device: Path, mountpoint: Path, *, trim: bool = False,
+                            building: FsType | None = None) -> Iterator[Path]:
     """The image's root filesystem on `device` mounted at `mountpoint`, unmounted on the way out.
     With `trim`, a block that ends without error also gives the freed blocks back to the image
-    file (fstrim), so that a converted image stays small."""
+    file (fstrim), so that a converted image stays small. `building` names the filesystem of a
+    root being built: it is mounted without device flushes where that filesystem allows it."""
     mountpoint.mkdir(parents=True, exist_ok=True)
+    options = _NO_FLUSH_OPTIONS.get(building, []) if building else []
     # Recorded before mounting: a build killed during `mount` still leaves a record.
     with ledger.held(ledger.Kind.MOUNT, mountpoint.absolute()):
-        proc.run(["mount", device, mountpoint])
+        proc.run(["mount", *options, device, mountpoint])
         try:
             yield mountpoint
             # Written back first: blocks freed since the journal last committed (the finishing's
