@@ -126,8 +126,9 @@ def default_dib_script() -> Path:
 # --- Ansible: per-task and fixed cost through hotsauce's connection ----------------------------
 
 
-def ansible_costs(base_archive: Path, work: Path, tasks: int, rounds: int = 3) -> Costs:
-    """Seconds per trivial task, and the fixed seconds of one run, each the best of `rounds`."""
+def ansible_costs(base_archive: Path, work: Path, tasks: int, payload_memo: Path, rounds: int = 3) -> Costs:
+    """Seconds per trivial task, and the fixed seconds of one run, each the best of `rounds`; with
+    the payload memo of a cache that has built the reference image, as a build with it runs."""
     root = work / "root"
     root.mkdir(parents=True)
     subprocess.run(["tar", "-C", root, "--zstd", "-xf", base_archive], check=True)
@@ -138,7 +139,8 @@ def ansible_costs(base_archive: Path, work: Path, tasks: int, rounds: int = 3) -
             def seconds_of(module: ResolvedModule) -> float:
                 started = time.monotonic()
                 ansible_run.run_ansible_modules(root, [module], {}, roles_path=[], collections_path=[],
-                                                log_dir=work / "logs", emit=lambda event: None)
+                                                log_dir=work / "logs", emit=lambda event: None,
+                                                payload_memo=payload_memo)
                 return time.monotonic() - started
             for _ in range(rounds):
                 with_many, with_one = seconds_of(many), seconds_of(one)
@@ -234,8 +236,9 @@ def run_all(scratch: Path, args: argparse.Namespace) -> tuple[dict[str, dict[str
         series = attempt(f"hotsauce {layout}", partial(hotsauce_series, scratch / layout, layout))
         if isinstance(series, dict):
             hotsauce[layout] = series
-    costs = attempt("ansible", lambda: ansible_costs(base_archive_in(scratch / "ec2" / "cache"),
-                                                     scratch / "ansible", args.tasks))
+    cache = scratch / "ec2" / "cache"
+    costs = attempt("ansible", lambda: ansible_costs(base_archive_in(cache), scratch / "ansible", args.tasks,
+                                                     payload_memo=cache / "ansible" / "payload-memo"))
     floor = attempt("ansible floor", lambda: local_costs(args.tasks))
     dib: dict[str, Build] = {}
     if not args.no_dib:

@@ -499,12 +499,17 @@ def run_modules(ctx: BuildContext, runs: Sequence[Sequence[ResolvedModule]], roo
                 if run[0].is_ansible:
                     run_ansible_modules(root, run, cfg, roles_path=ctx.plan.roles_path,
                                         collections_path=ctx.plan.collections_path, log_dir=ctx.log_dir,
-                                        emit=ctx.emit)
+                                        emit=ctx.emit, payload_memo=_payload_memo(ctx))
                 else:
                     run_python_module(run[0], root, cfg)
             with cancel.shielded():
                 chroot.close()  # what the run left running is stopped, the kernel filesystems unmounted
         after_run(index)
+
+
+def _payload_memo(ctx: BuildContext) -> Path | None:
+    """Where Ansible runs keep what their module payload builds learn: the cache, when there is one."""
+    return ctx.cache.folder("ansible") / "payload-memo" if ctx.cache.enabled else None
 
 
 def _finish_root(ctx: BuildContext, root: Path) -> dict[str, str]:

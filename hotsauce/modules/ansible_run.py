@@ -34,7 +34,7 @@ from hotsauce.config import ModuleKind
 from hotsauce.errors import ModuleFailed
 from hotsauce.events import Emit, Event
 from hotsauce.host import cancel, ledger
-from hotsauce.modules.ansible_plugins import CONNECTION_PLUGINS, MODULES
+from hotsauce.modules.ansible_plugins import CALLBACK_PLUGINS, CONNECTION_PLUGINS, MODULES, PAYLOAD_MEMO_CALLBACK
 from hotsauce.modules.chroot import checked_host_path
 from hotsauce.modules.module_server import warm_python_in
 from hotsauce.modules.resolve import ResolvedModule
@@ -85,13 +85,16 @@ def run_ansible_modules(
     collections_path: Sequence[Path],
     log_dir: Path,
     emit: Emit,
+    payload_memo: Path | None = None,
 ) -> None:
     """Run consecutive Ansible modules (ResolvedModule from hotsauce.modules.resolve, kind ROLE or
     PLAYBOOK) in ONE ansible-runner call: one generated playbook applying them in order
     against the chroot. Called with build_chroot(root) already active. Raises
     ModuleFailed(module.name, "task 'NAME' (role R, FILE:LINE): MESSAGE; events: LOG") on a
     failed task. Streams output to the terminal (as "output" events through emit) and keeps
-    ansible-runner's artifacts in log_dir/ansible-NN-NAME/ (job_events/ and stdout among them)."""
+    ansible-runner's artifacts in log_dir/ansible-NN-NAME/ (job_events/ and stdout among them).
+    `payload_memo` is a folder where module payload builds keep what they learn between runs
+    (hotsauce.modules.ansible_plugins.callback.hotsauce_payload_memo): the build's cache."""
     if not modules:
         return
     for module in modules:
@@ -105,7 +108,7 @@ def run_ansible_modules(
     artifacts = log_dir / ident
     with ledger.temporary_folder("hotsauce-ansible-") as private_dir, image_left_clean(root), warm_python_in(root):
         playbook = write_project(private_dir, root, modules, cfg)
-        env = runner_environment(private_dir, roles_path, collections_path)
+        env = runner_environment(private_dir, roles_path, collections_path, payload_memo)
         try:
             status = run_runner(private_dir, artifacts, playbook, env, event_handler(watch, emit))
         finally:
@@ -197,7 +200,8 @@ def write_project(
 
 
 def runner_environment(
-    private_dir: Path, roles_path: Sequence[Path], collections_path: Sequence[Path]
+    private_dir: Path, roles_path: Sequence[Path], collections_path: Sequence[Path],
+    payload_memo: Path | None = None,
 ) -> dict[str, str]:
     home = private_dir / "home"
     local_tmp = private_dir / "local-tmp"
@@ -206,7 +210,9 @@ def runner_environment(
         folder.mkdir()
     config = private_dir / "ansible.cfg"
     config.write_text("# hotsauce: no host ansible.cfg applies to an image build\n")
+    memo = {"ANSIBLE_CALLBACKS_ENABLED": PAYLOAD_MEMO_CALLBACK, "HOTSAUCE_PAYLOAD_MEMO": str(payload_memo)}
     return {
+        **(memo if payload_memo is not None else {}),
         "PATH": path_with_ansible(),
         "HOME": str(home),
         "ANSIBLE_CONFIG": str(config),
@@ -214,6 +220,7 @@ def runner_environment(
         "ANSIBLE_LOCAL_TEMP": str(local_tmp),
         "ANSIBLE_REMOTE_TEMP": IMAGE_ANSIBLE_TMP,
         "ANSIBLE_CONNECTION_PLUGINS": str(CONNECTION_PLUGINS),
+        "ANSIBLE_CALLBACK_PLUGINS": str(CALLBACK_PLUGINS),
         "ANSIBLE_LIBRARY": str(MODULES),
         "ANSIBLE_FACTS_MODULES": FACTS_MODULES,
         "ANSIBLE_ROLES_PATH": os.pathsep.join(str(p) for p in roles_path),
