@@ -149,6 +149,34 @@ def test_an_exception_exits_1_with_its_traceback_on_stderr(server: Path) -> None
     assert b"RuntimeError: broken module" in stderr
 
 
+def test_an_exit_with_a_message_prints_it_and_exits_1(server: Path) -> None:
+    rc, _, stderr = ask(server, b"import sys\nsys.exit('no such package')\n")
+    assert rc == 1
+    assert stderr == b"no such package\n"
+
+
+# Run as `python3 < script`: the thread ends, then the finalizer of what __main__ held runs.
+ENDING = b"""
+import json, sys, threading, time
+class Last:
+    def __del__(self):
+        sys.stdout.write(json.dumps(events + ["finalized"]))
+events = []
+def late():
+    time.sleep(0.2)
+    events.append("thread ended")
+threading.Thread(target=late).start()
+kept = Last()
+"""
+
+
+def test_a_module_ends_as_python_would_its_threads_waited_for_and_its_objects_finalized(server: Path) -> None:
+    fresh = subprocess.run([sys.executable], input=ENDING, capture_output=True, check=True)
+    rc, answer, stderr = ask(server, ENDING)
+    assert rc == 0, stderr
+    assert answer == json.loads(fresh.stdout) == ["thread ended", "finalized"]
+
+
 @pytest.mark.parametrize(("command", "expected"), [
     ("/bin/sh -c '/usr/bin/python3.11 && sleep 0'", ("/usr/bin/python3.11", {})),
     ("/bin/sh -c 'LANG=C.UTF-8 LC_ALL=C.UTF-8 /usr/bin/python3 && sleep 0'",
