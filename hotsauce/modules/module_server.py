@@ -29,10 +29,13 @@ START_SECONDS = 10.0
 POLL_SECONDS = 0.005
 LIBRARY = "library.zip"
 # What the warm Python imports, in layers (hotsauce.modules.warm_python): what every module
-# starts with (ansible-core 2.19's payload loader, or basic before it), then what hotsauce's facts
-# module (ansible_plugins/modules/setup.py) imports, the costliest of a run's payloads.
+# starts with (ansible-core 2.19's payload loader, or basic before it, and the serialization
+# profile every payload carries and each module imported when it started), then what hotsauce's
+# facts module (ansible_plugins/modules/setup.py) imports, the costliest of a run's payloads.
 WARM_LAYERS = (
-    ("ansible.module_utils._internal._ansiballz._loader", "ansible.module_utils.basic"),
+    ("ansible.module_utils._internal._ansiballz._loader", "ansible.module_utils.basic",
+     "ansible.module_utils._internal._json._profiles._module_legacy_m2c",
+     "ansible.module_utils._internal._json._profiles._module_legacy_c2m"),
     ("ansible.module_utils.facts.ansible_collector", "ansible.module_utils.facts.default_collectors",
      "ansible.module_utils.facts.collector", "ansible.module_utils.facts.namespace"),
 )
