@@ -201,6 +201,8 @@ def test_facts_describe_the_image_and_its_service_manager_at_boot(mixed_run: Run
     assert f"names={hostname} none no-address NA\n" in greeting
     # Emptied in setup's own shapes: a role counting the addresses or defaulting one renders.
     assert "addresses=0 none\n" in greeting
+    # The mount facts, whose polling hotsauce's facts module shortens: the root, with its size.
+    assert "mounts=1\n" in greeting
 
 
 @pytest.mark.integration

@@ -37,7 +37,8 @@ WARM_LAYERS = (
      "ansible.module_utils._internal._json._profiles._module_legacy_m2c",
      "ansible.module_utils._internal._json._profiles._module_legacy_c2m"),
     ("ansible.module_utils.facts.ansible_collector", "ansible.module_utils.facts.default_collectors",
-     "ansible.module_utils.facts.collector", "ansible.module_utils.facts.namespace"),
+     "ansible.module_utils.facts.collector", "ansible.module_utils.facts.hardware.linux",
+     "ansible.module_utils.facts.namespace"),
 )
 
 
