@@ -353,7 +353,7 @@ def _build_disk_into(ctx: BuildContext, source: PlannedBase | FetchedBase, setti
         with ctx.stage(Stage.MOUNT):
             root = image.enter_context(disk.root_filesystem_mounted(devices.root, ctx.paths.root, trim=True,
                                                                     building=fs_type))
-        _base_and_modules(ctx, root, source)
+        _base_and_modules(ctx, root, source, synced_image=ctx.paths.image)
         with ctx.stage(Stage.FINISH):
             facts = make_bootable(root, devices, settings.boot, fs_type)
             scrub_image(root)
@@ -364,18 +364,22 @@ def _build_disk_into(ctx: BuildContext, source: PlannedBase | FetchedBase, setti
                               _manifest(ctx, "", os_release, repro), in_order=_byte_identical(ctx))
 
 
-def _base_and_modules(ctx: BuildContext, root: Path, source: PlannedBase | FetchedBase) -> None:
+def _base_and_modules(ctx: BuildContext, root: Path, source: PlannedBase | FetchedBase,
+                      synced_image: Path | None = None) -> None:
+    """The base, then the modules and the SBOM, while the base's data is written back (and, with
+    `synced_image`, the image file to the host's disk: the finish of a whole disk has it written)."""
     runs, cacheable = debug_shell.split_before(plan_runs(ctx.plan.modules), ctx.options.shell_before)
     with ctx.stage(Stage.BASE):
         layers, done = _fill_root(ctx, root, source, runs[:cacheable])
     _start_kvm_probe(ctx, root)
-    with ctx.stage(Stage.MODULES):
-        run_modules(ctx, runs[done:], root, after_run=_storing(layers, done, len(runs), root, ctx.emit))
-    if ctx.config.value("sbom.enabled"):
-        with ctx.stage(Stage.SBOM):
-            identity = _finished_root_identity(layers, len(runs), cacheable, _base_identity(source))
-            request = sbom_request(ctx, source, identity if ctx.cache.enabled else None)
-            provide_image_sbom(request, root, ctx.paths.staging, ctx.cache if ctx.cache.enabled else None)
+    with disk.written_back_meanwhile(root, synced_image):
+        with ctx.stage(Stage.MODULES):
+            run_modules(ctx, runs[done:], root, after_run=_storing(layers, done, len(runs), root, ctx.emit))
+        if ctx.config.value("sbom.enabled"):
+            with ctx.stage(Stage.SBOM):
+                identity = _finished_root_identity(layers, len(runs), cacheable, _base_identity(source))
+                request = sbom_request(ctx, source, identity if ctx.cache.enabled else None)
+                provide_image_sbom(request, root, ctx.paths.staging, ctx.cache if ctx.cache.enabled else None)
 
 
 def _finished_root_identity(layers: ModuleLayers | None, runs: int, cacheable: int,
