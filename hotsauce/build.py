@@ -14,7 +14,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -323,7 +323,7 @@ def _build_into(ctx: BuildContext, source: PlannedBase | FetchedBase, repro: Rep
         with ctx.stage(Stage.MOUNT):
             root = image.enter_context(disk.root_filesystem_mounted(device, ctx.paths.root, trim=True,
                                                                     building=ctx.options.fs_type))
-        _base_and_modules(ctx, root, device, source)
+        _base_and_modules(ctx, root, source)
         with ctx.stage(Stage.FINISH):
             os_release = _finish_root(ctx, root)
             _finish_and_release(ctx, image, root, partition, repro)
@@ -353,7 +353,7 @@ def _build_disk_into(ctx: BuildContext, source: PlannedBase | FetchedBase, setti
         with ctx.stage(Stage.MOUNT):
             root = image.enter_context(disk.root_filesystem_mounted(devices.root, ctx.paths.root, trim=True,
                                                                     building=fs_type))
-        _base_and_modules(ctx, root, devices.root, source, synced_image=ctx.paths.image)
+        _base_and_modules(ctx, root, source, written_back=(devices.root, ctx.paths.image))
         with ctx.stage(Stage.FINISH):
             facts = make_bootable(root, devices, settings.boot, fs_type)
             scrub_image(root)
@@ -364,16 +364,16 @@ def _build_disk_into(ctx: BuildContext, source: PlannedBase | FetchedBase, setti
                               _manifest(ctx, "", os_release, repro), in_order=_byte_identical(ctx))
 
 
-def _base_and_modules(ctx: BuildContext, root: Path, device: Path, source: PlannedBase | FetchedBase,
-                      synced_image: Path | None = None) -> None:
-    """The base, then the modules and the SBOM, while the base's data is written back to `device`
-    (and, with `synced_image`, the image file to the host's disk: the finish of a whole disk has it
-    written)."""
+def _base_and_modules(ctx: BuildContext, root: Path, source: PlannedBase | FetchedBase,
+                      written_back: tuple[Path, Path] | None = None) -> None:
+    """The base, then the modules and the SBOM; with `written_back` (the root's device and the
+    image file), while the base's data is written back to the device and the image file to the
+    host's disk, which the finish of a whole disk would wait for (hotsauce.image.disk)."""
     runs, cacheable = debug_shell.split_before(plan_runs(ctx.plan.modules), ctx.options.shell_before)
     with ctx.stage(Stage.BASE):
         layers, done = _fill_root(ctx, root, source, runs[:cacheable])
     _start_kvm_probe(ctx, root)
-    with disk.written_back_meanwhile(device, synced_image):
+    with disk.written_back_meanwhile(*written_back) if written_back else nullcontext():
         with ctx.stage(Stage.MODULES):
             run_modules(ctx, runs[done:], root, after_run=_storing(layers, done, len(runs), root, ctx.emit))
         if ctx.config.value("sbom.enabled"):
