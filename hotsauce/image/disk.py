@@ -124,8 +124,8 @@ _DERIVED_OPTIONS = {FsType.EXT4: ext4_options, FsType.XFS: xfs_options, FsType.B
 
 # A root being built never asks its loop device to flush: each flush is an fsync of the whole image
 # file on the host, and the build keeps nothing it would save (a build that dies is thrown away; the
-# end unmounts, which writes everything). Measured: grub-install's 330 fsyncs took 1.1 s, 0.2 s
-# without. XFS has had no such option since Linux 4.19.
+# end unmounts, which writes everything). Measured on the reference layer: the syncfs before
+# unmounting took 0.74 s, 0.44 s without flushes. XFS has had no such option since Linux 4.19.
 _NO_FLUSH_OPTIONS = {FsType.EXT4: ["-o", "nobarrier"], FsType.BTRFS: ["-o", "nobarrier"]}
 
 
