@@ -15,7 +15,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hotsauce.image import disk
 from tests.faults.projects import TINY_ROOT_FILES
 
 FAKE_DEVICE = "/dev/loop-recorded"
@@ -72,8 +71,6 @@ class CommandRecorder:
             return _rootless(argv)
         if is_qemu(argv):
             return ["true"]  # the KVM probe's guest shows nothing: KVM counts as unusable, TCG is chosen
-        if program == "sh" and argv[1:3] == ["-c", disk.WRITE_BACK_SCRIPT]:
-            return ["true"]  # the write-back while modules run: nothing to write back here
         raise AssertionError(f"the pipeline started a command the recorder does not know: {argv}")
 
     def transcript(self, **places: Path) -> list[str]:
