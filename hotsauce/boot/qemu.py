@@ -26,7 +26,6 @@ from hotsauce.host.proc import child_process
 QEMU_BINARY = "qemu-system-x86_64"
 GUEST_MEMORY_MB = 1024
 GUEST_CPUS = 2
-
 # A guest that KVM can run prints its panic within a few seconds; one that
 # KVM cannot run (a nested VM without the features) hangs silently instead.
 KVM_PROBE_SECONDS = 15.0

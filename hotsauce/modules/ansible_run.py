@@ -210,9 +210,10 @@ def runner_environment(
         folder.mkdir()
     config = private_dir / "ansible.cfg"
     config.write_text("# hotsauce: no host ansible.cfg applies to an image build\n")
-    memo = {"ANSIBLE_CALLBACKS_ENABLED": PAYLOAD_MEMO_CALLBACK, "HOTSAUCE_PAYLOAD_MEMO": str(payload_memo)}
+    memo = {} if payload_memo is None else {"ANSIBLE_CALLBACKS_ENABLED": PAYLOAD_MEMO_CALLBACK,
+                                            "HOTSAUCE_PAYLOAD_MEMO": str(payload_memo)}
     return {
-        **(memo if payload_memo is not None else {}),
+        **memo,
         "PATH": path_with_ansible(),
         "HOME": str(home),
         "ANSIBLE_CONFIG": str(config),

@@ -242,8 +242,8 @@ def run_script(script: bytes, request: dict[str, typing.Any], warm: Warm, kept: 
     try:
         exec(compile(script, "<stdin>", "exec"), main.__dict__)
         status = 0
-    except SystemExit as request:
-        status = exit_status(request.code)
+    except SystemExit as exiting:
+        status = exit_status(exiting.code)
     except BaseException as error:
         sys.excepthook(type(error), error, error.__traceback__)
         status = 130 if isinstance(error, KeyboardInterrupt) else 1
