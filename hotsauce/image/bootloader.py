@@ -154,7 +154,7 @@ def make_bootable(root: Path, devices: DiskDevices, boot: BootMode, fs_type: FsT
     filesystems = Filesystems(filesystem_uuid(devices.root), filesystem_uuid(devices.esp))
     write_fstab(root, filesystems, fs_type)
     _write_image_config(root)
-    with build_chroot(root):
+    with build_chroot(root, sandboxed=False):
         if initramfs_lacks(root):
             _in_image(root, ["update-initramfs", "-u", "-k", "all"])
         if boot.bios:
