@@ -355,7 +355,8 @@ def _build_disk_into(ctx: BuildContext, source: PlannedBase | FetchedBase, setti
                                                                     building=fs_type))
         _base_and_modules(ctx, root, source, written_back=(devices.root, ctx.paths.image))
         with ctx.stage(Stage.FINISH):
-            facts = make_bootable(root, devices, settings.boot, fs_type)
+            listings = ctx.cache.folder("initramfs-listings") if ctx.cache.enabled else None
+            facts = make_bootable(root, devices, settings.boot, fs_type, listings)
             scrub_image(root)
             os_release = read_os_release(root)
             _finish_and_release(ctx, image, root, root_partition, repro)

@@ -7,6 +7,7 @@ The two TCG boots, each with several checks, run at once: each keeps about one c
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -80,6 +81,7 @@ def root_facts(disk_set: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
             "grub.cfg": (mounted / "boot/grub/grub.cfg").read_text(),
             "fstab": (mounted / "etc/fstab").read_text(),
             "initramfs": listing,
+            "initramfs_sha256": hashlib.sha256(initrd.read_bytes()).hexdigest(),
             "builtin": builtin,
             "uuid": subprocess.run(["blkid", "-s", "UUID", "-o", "value", raw, "-p", "-O", str(root.offset)],
                                    capture_output=True, text=True).stdout.strip(),
@@ -136,6 +138,14 @@ def test_the_initramfs_carries_the_drivers_clouds_attach_disks_and_nics_with(roo
     assert wanted <= modules, sorted(wanted - modules)
     assert "ena" not in {Path(line).name.split(".ko")[0] for line in root_facts["builtin"].splitlines()}
     assert {"virtio_blk", "ena"} <= set(CLOUD_DRIVERS)
+
+
+def test_the_build_kept_what_its_initramfs_holds_for_the_next_build(root_facts: dict[str, str],
+                                                                     session_cache: Path) -> None:
+    kept = session_cache / "initramfs-listings" / f"{root_facts['initramfs_sha256']}.json"
+    listed = {Path(line).name.split(".ko")[0].replace("-", "_")
+              for line in root_facts["initramfs"].splitlines() if ".ko" in line}
+    assert set(json.loads(kept.read_text())) == listed and "virtio_blk" in listed
 
 
 @pytest.mark.parametrize("disk_format", FORMATS)

@@ -3,6 +3,7 @@ the manifest, and how a firmware boot arms the probe."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -13,6 +14,7 @@ from hotsauce.boot.firmware import Firmware, FirmwareMachine, arm_probe, choose_
 from hotsauce.boot.qemu import Drive
 from hotsauce.config import BuildOptions, config_from_mapping
 from hotsauce.errors import ConfigError
+from hotsauce.image.bootloader import modules_in_initramfs
 from hotsauce.image.layout import BootMode, Layout
 from hotsauce.image.partitions import (
     BIOS_BOOT_TYPE,
@@ -212,3 +214,17 @@ def test_bad_disk_input_through_the_cli_is_one_line_exit_2_and_no_output(
     assert len(reasons) == 1 and expected in reasons[0], result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
     assert "==> disk" not in result.stdout + result.stderr  # nothing was allocated
+
+
+def test_an_initramfs_listed_before_is_read_from_the_kept_listing_not_listed_again(tmp_path: Path) -> None:
+    root, listings = tmp_path / "root", tmp_path / "listings"
+    (root / "boot").mkdir(parents=True)
+    listings.mkdir()
+    initrd = root / "boot/initrd.img-6.1.0-test"
+    initrd.write_bytes(b"an initramfs")
+    (listings / f"{hashlib.sha256(b'an initramfs').hexdigest()}.json").write_text('["virtio_blk", "nvme"]')
+    # The root has no lsinitramfs: listing it again would fail.
+    assert modules_in_initramfs(root, "/boot/initrd.img-6.1.0-test", listings) == {"virtio_blk", "nvme"}
+    initrd.write_bytes(b"another initramfs")
+    with pytest.raises(Exception, match="lsinitramfs"):
+        modules_in_initramfs(root, "/boot/initrd.img-6.1.0-test", listings)
