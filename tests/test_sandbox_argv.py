@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,3 +94,16 @@ def test_links_resolve_inside_the_image_never_on_the_host(fake_root: Path) -> No
     assert resolve_in_root(str(fake_root), "/sbin/missing") is None
     (fake_root / "etc/loop").symlink_to("loop")
     assert resolve_in_root(str(fake_root), "/etc/loop") is None
+
+
+def test_the_sandbox_is_importable_without_ansible_core_and_the_plugin_class_imports_it() -> None:
+    plugin = "hotsauce.modules.ansible_plugins.connection.hotsauce_chroot"
+    script = (f"import sys, {plugin} as plugin\n"
+              "from hotsauce.modules.sandbox import command_in_image\n"
+              "command_in_image(__import__('pathlib').Path('/nonexistent'), ['true'])\n"
+              "print(any(name.startswith('ansible') for name in sys.modules))\n"
+              "from ansible.plugins.connection import ConnectionBase\n"
+              "print(issubclass(plugin.Connection, ConnectionBase), plugin.Connection.__qualname__)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert result.stdout.split() == ["False", "True", "Connection"], result.stderr

@@ -38,9 +38,10 @@ PROC_SYS = Path("/proc/sys")
 
 
 def _before_importing_the_plugin() -> None:
-    """The connection plugin imports ansible-core, which makes its local temporary folder at once
-    (and removes it at exit), under the build host's ~/.ansible unless told otherwise: this
-    process's goes in the host's temporary folder instead. Ansible runs set their own."""
+    """The connection plugin's class imports ansible-core, which makes its local temporary folder
+    at once (and removes it at exit), under the build host's ~/.ansible unless told otherwise:
+    should this process ever make the class, its folder goes in the host's temporary folder
+    instead. Ansible runs set their own."""
     os.environ.setdefault("ANSIBLE_LOCAL_TEMP", tempfile.gettempdir())
 
 
@@ -48,8 +49,8 @@ def command_in_image(root: Path, argv: Sequence[str], *, hostname: str | None = 
     """The argument list that runs `argv` inside the image root, sandboxed.
 
     `hostname` is the sandbox's host name; by default the image's /etc/hostname."""
-    # Imported here, as below: the plugin imports ansible-core (about 0.3 s at every start, and
-    # its set-up), which a build that runs nothing in the image (one served from the cache) skips.
+    # Imported here, as below, so that what imports this module does not import the plugin;
+    # the plugin itself imports ansible-core only when its Connection class is asked for.
     _before_importing_the_plugin()
     from hotsauce.modules.ansible_plugins.connection.hotsauce_chroot import sandbox_argv
 

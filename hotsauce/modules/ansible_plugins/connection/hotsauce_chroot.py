@@ -40,10 +40,6 @@ import struct
 import subprocess
 import typing as t
 
-from ansible.errors import AnsibleConnectionFailure, AnsibleError
-from ansible.plugins.connection import ConnectionBase
-from ansible.utils.display import Display
-
 DOCUMENTATION = """
     name: hotsauce_chroot
     short_description: run tasks inside an image root, in a bubblewrap sandbox
@@ -422,6 +418,8 @@ def warm_reply(root: str, cmd: str, in_data: bytes, environment: dict[str, str])
             header = json.loads(read_frame(client))
             stdout, stderr = read_frame(client), read_frame(client)
         except (OSError, EOFError, ValueError) as error:
+            from ansible.errors import AnsibleConnectionFailure
+
             # The module may have run, or be running: never run it a second time.
             raise AnsibleConnectionFailure(f"the warm Python in {root} stopped answering: {error}") from error
     return int(header["rc"]), stdout, stderr
@@ -443,82 +441,102 @@ def read_exactly(client: socket.socket, size: int) -> bytes:
     return b"".join(chunks)
 
 
-class Connection(ConnectionBase):  # type: ignore[misc]  # ansible ships no type stubs
-    """Commands and files inside an image root."""
+def __getattr__(name: str) -> type:
+    """`Connection`, the plugin's class, made on first use: ansible-core's plugin loader takes it
+    from this module by name, while hotsauce imports this module for the sandbox alone, and so
+    does not import ansible-core (0.3 s) for it."""
+    if name != "Connection":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    connection = _connection_class()
+    globals()["Connection"] = connection
+    return connection
 
-    transport = "hotsauce_chroot"
-    has_pipelining = True
-    default_user = "root"
-    warned = False  # the plain-chroot warning, once per ansible-playbook
 
-    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.root = ""
+def _connection_class() -> type:
+    from ansible.errors import AnsibleConnectionFailure, AnsibleError
+    from ansible.plugins.connection import ConnectionBase
+    from ansible.utils.display import Display
 
-    def _connect(self) -> Connection:
-        self.root = os.path.abspath(str(self.get_option("remote_addr")))
-        if not os.path.isfile(os.path.join(self.root, "bin", "sh")):
-            raise AnsibleConnectionFailure(f"{self.root} is not an image root (no /bin/sh in it)")
-        self._connected = True
-        return self
+    class Connection(ConnectionBase):  # type: ignore[misc]  # ansible ships no type stubs
+        """Commands and files inside an image root."""
 
-    def _chroot(self, command: list[str], **popen: t.Any) -> subprocess.Popen[bytes]:
-        # No new session: when ansible-runner kills ansible-playbook's process
-        # group, these children go with it (and bwrap's sandbox with them).
-        if not bwrap_available() and not Connection.warned:
-            Display().warning("bwrap is not installed: tasks run in a plain chroot, "
-                              "which does not keep them from changing the build host")
-            Connection.warned = True
-        return subprocess.Popen(
-            sandbox_argv(self.root, command), env=image_environment(), cwd="/", **popen
-        )
+        transport = "hotsauce_chroot"
+        has_pipelining = True
+        default_user = "root"
+        warned = False  # the plain-chroot warning, once per ansible-playbook
 
-    def exec_command(
-        self, cmd: str, in_data: bytes | None = None, sudoable: bool = True
-    ) -> tuple[int, bytes, bytes]:
-        super().exec_command(cmd, in_data=in_data, sudoable=sudoable)
-        if in_data is not None and bwrap_available() and self.get_option("warm_python"):
-            reply = warm_reply(self.root, cmd, in_data, image_environment())
-            if reply is not None:
-                return reply
-        process = self._chroot(
-            ["/bin/sh", "-c", cmd],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        stdout, stderr = process.communicate(in_data)
-        return process.returncode, stdout, stderr
+        def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.root = ""
 
-    def put_file(self, in_path: str, out_path: str) -> None:
-        super().put_file(in_path, out_path)
-        with open(in_path, "rb") as source:
+        def _connect(self) -> Connection:
+            self.root = os.path.abspath(str(self.get_option("remote_addr")))
+            if not os.path.isfile(os.path.join(self.root, "bin", "sh")):
+                raise AnsibleConnectionFailure(f"{self.root} is not an image root (no /bin/sh in it)")
+            self._connected = True
+            return self
+
+        def _chroot(self, command: list[str], **popen: t.Any) -> subprocess.Popen[bytes]:
+            # No new session: when ansible-runner kills ansible-playbook's process
+            # group, these children go with it (and bwrap's sandbox with them).
+            if not bwrap_available() and not Connection.warned:
+                Display().warning("bwrap is not installed: tasks run in a plain chroot, "
+                                  "which does not keep them from changing the build host")
+                Connection.warned = True
+            return subprocess.Popen(
+                sandbox_argv(self.root, command), env=image_environment(), cwd="/", **popen
+            )
+
+        def exec_command(
+            self, cmd: str, in_data: bytes | None = None, sudoable: bool = True
+        ) -> tuple[int, bytes, bytes]:
+            super().exec_command(cmd, in_data=in_data, sudoable=sudoable)
+            if in_data is not None and bwrap_available() and self.get_option("warm_python"):
+                reply = warm_reply(self.root, cmd, in_data, image_environment())
+                if reply is not None:
+                    return reply
             process = self._chroot(
-                ["/bin/sh", "-c", f"cat > {shlex.quote(out_path)}"],
-                stdin=source,
-                stdout=subprocess.DEVNULL,
+                ["/bin/sh", "-c", cmd],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
             )
-            _, stderr = process.communicate()
-        if process.returncode != 0:
-            raise AnsibleError(
-                f"cannot write {out_path} in the image: {stderr.decode(errors='replace')}"
-            )
+            stdout, stderr = process.communicate(in_data)
+            return process.returncode, stdout, stderr
 
-    def fetch_file(self, in_path: str, out_path: str) -> None:
-        super().fetch_file(in_path, out_path)
-        with open(out_path, "wb") as target:
-            process = self._chroot(
-                ["/bin/sh", "-c", f"cat {shlex.quote(in_path)}"],
-                stdin=subprocess.DEVNULL,
-                stdout=target,
-                stderr=subprocess.PIPE,
-            )
-            _, stderr = process.communicate()
-        if process.returncode != 0:
-            raise AnsibleError(
-                f"cannot read {in_path} in the image: {stderr.decode(errors='replace')}"
-            )
+        def put_file(self, in_path: str, out_path: str) -> None:
+            super().put_file(in_path, out_path)
+            with open(in_path, "rb") as source:
+                process = self._chroot(
+                    ["/bin/sh", "-c", f"cat > {shlex.quote(out_path)}"],
+                    stdin=source,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                )
+                _, stderr = process.communicate()
+            if process.returncode != 0:
+                raise AnsibleError(
+                    f"cannot write {out_path} in the image: {stderr.decode(errors='replace')}"
+                )
 
-    def close(self) -> None:
-        self._connected = False
+        def fetch_file(self, in_path: str, out_path: str) -> None:
+            super().fetch_file(in_path, out_path)
+            with open(out_path, "wb") as target:
+                process = self._chroot(
+                    ["/bin/sh", "-c", f"cat {shlex.quote(in_path)}"],
+                    stdin=subprocess.DEVNULL,
+                    stdout=target,
+                    stderr=subprocess.PIPE,
+                )
+                _, stderr = process.communicate()
+            if process.returncode != 0:
+                raise AnsibleError(
+                    f"cannot read {in_path} in the image: {stderr.decode(errors='replace')}"
+                )
+
+        def close(self) -> None:
+            self._connected = False
+
+
+    Connection.__qualname__ = "Connection"  # what pickle and ansible-core's messages look it up by
+    return Connection
