@@ -13,7 +13,7 @@ import pytest
 from hotsauce.boot.firmware import Firmware, FirmwareMachine, arm_probe, choose_firmware
 from hotsauce.boot.qemu import Drive
 from hotsauce.config import BuildOptions, config_from_mapping
-from hotsauce.errors import ConfigError
+from hotsauce.errors import CommandFailed, ConfigError
 from hotsauce.image.bootloader import modules_in_initramfs
 from hotsauce.image.layout import BootMode, Layout
 from hotsauce.image.partitions import (
@@ -226,5 +226,5 @@ def test_an_initramfs_listed_before_is_read_from_the_kept_listing_not_listed_aga
     # The root has no lsinitramfs: listing it again would fail.
     assert modules_in_initramfs(root, "/boot/initrd.img-6.1.0-test", listings) == {"virtio_blk", "nvme"}
     initrd.write_bytes(b"another initramfs")
-    with pytest.raises(Exception, match="lsinitramfs"):
+    with pytest.raises(CommandFailed, match="lsinitramfs"):
         modules_in_initramfs(root, "/boot/initrd.img-6.1.0-test", listings)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
@@ -27,6 +26,7 @@ from hotsauce.image.layout import BootMode
 from hotsauce.image.partitions import DiskDevices
 from hotsauce.modules.chroot import build_chroot
 from hotsauce.rootpath import inside
+from hotsauce.store.cache import Cache
 
 SERIAL_CONSOLE = "console=tty0 console=ttyS0,115200n8"
 # What clouds attach disks and NICs with: virtio (KVM, GCP, OpenStack), NVMe and ENA (Amazon Nitro),
@@ -200,16 +200,21 @@ def modules_in_initramfs(root: Path, initrd: str, listings: Path | None = None) 
     with `listings`, a folder of the cache, the names are kept there under the archive's SHA-256
     (0.03 s to compute), so a build whose initramfs an earlier one listed does not list it again.
     """
-    kept = listings / f"{hashlib.sha256(inside(root, initrd).read_bytes()).hexdigest()}.json" if listings else None
+    kept = listings / f"{_sha256_of(inside(root, initrd))}.json" if listings else None
     if kept is not None and kept.is_file():
         return set(json.loads(kept.read_text()))
     listing = proc.output_of(["chroot", root, "lsinitramfs", initrd], env=CHROOT_ENV)
     present = {_module_name(line) for line in listing.splitlines() if ".ko" in line}
     if kept is not None:
-        partial = kept.with_name(f".{kept.name}.partial-{os.getpid()}")
+        partial = Cache.temporary_name(kept)
         partial.write_text(json.dumps(sorted(present)))
-        os.replace(partial, kept)
+        Cache.publish(partial, kept)
     return present
+
+
+def _sha256_of(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def _module_name(line: str) -> str:
