@@ -4,6 +4,7 @@ made again when the entry was cut short."""
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,24 @@ def a_root(folder: Path, marker: str) -> Path:
     return folder
 
 
+# POSIX ACL xattr values as the kernel reads and writes them: version 2, then (tag, permissions, id).
+ACL_UNNAMED = 0xFFFFFFFF
+USER_OBJ, USER, GROUP_OBJ, MASK, OTHER = 0x01, 0x02, 0x04, 0x10, 0x20
+
+
+def acl_value(*entries: tuple[int, int, int]) -> bytes:
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *entry) for entry in entries)
+
+
+# user 1234 may read and write; others may not.
+NAMED_USER_ACL = acl_value((USER_OBJ, 6, ACL_UNNAMED), (USER, 6, 1234), (GROUP_OBJ, 4, ACL_UNNAMED),
+                           (MASK, 6, ACL_UNNAMED), (OTHER, 0, ACL_UNNAMED))
+# What files made in the folder get: the group may read.
+DEFAULT_ACL = acl_value((USER_OBJ, 7, ACL_UNNAMED), (GROUP_OBJ, 5, ACL_UNNAMED), (OTHER, 0, ACL_UNNAMED))
+# cap_net_raw in the permitted set, effective (version 2 file capabilities).
+NET_RAW_CAPABILITY = struct.pack("<IIIII", 0x02000001, 1 << 13, 0, 0, 0)
+
+
 def cut_short(entry: Path) -> None:
     with entry.open("r+b") as cut:
         cut.truncate(entry.stat().st_size // 2)
@@ -39,6 +58,29 @@ def test_a_snapshot_is_unpacked_as_it_was_stored(tmp_path: Path) -> None:
     assert snapshots.unpack(entry, target)
     assert (target / "etc" / "marker").read_text() == "one"
     assert not (target / "lost+found").exists()
+
+
+def test_a_snapshot_keeps_acls_capabilities_and_extended_attributes(tmp_path: Path) -> None:
+    root = a_root(tmp_path / "root", "one")
+    shared, ping, shared_folder = root / "etc" / "marker", root / "usr" / "noise", root / "usr" / "shared"
+    os.setxattr(shared, "system.posix_acl_access", NAMED_USER_ACL)
+    os.setxattr(shared, "user.origin", b"hotsauce")
+    os.setxattr(ping, "security.capability", NET_RAW_CAPABILITY)
+    shared_folder.mkdir()
+    os.setxattr(shared_folder, "system.posix_acl_default", DEFAULT_ACL)
+    entry = tmp_path / "cache" / "root.tar.zst"
+    entry.parent.mkdir()
+    snapshots.store(root, entry, {"k": 1})
+    target = tmp_path / "target"
+    target.mkdir()
+
+    assert snapshots.unpack(entry, target)
+
+    assert os.getxattr(target / "etc" / "marker", "system.posix_acl_access") == NAMED_USER_ACL
+    assert os.getxattr(target / "etc" / "marker", "user.origin") == b"hotsauce"
+    assert os.stat(target / "etc" / "marker").st_mode == os.stat(shared).st_mode  # group bits: the mask
+    assert os.getxattr(target / "usr" / "noise", "security.capability") == NET_RAW_CAPABILITY
+    assert os.getxattr(target / "usr" / "shared", "system.posix_acl_default") == DEFAULT_ACL
 
 
 def test_a_snapshot_cut_short_is_thrown_away_and_the_root_emptied_again(tmp_path: Path) -> None:

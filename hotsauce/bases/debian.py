@@ -85,6 +85,7 @@ class BootstrapPlan:
             "bootable": self.spec.bootable,
             "include": sorted(self.spec.include),
             "recipe": RECIPE,
+            "snapshot": snapshots.FORMAT,
             "sources": [source_line(s) for s in self.sources],
             "release_dates": dict(release_dates),
         }
@@ -190,7 +191,8 @@ def miss_reason(cache: Cache, key: Mapping[str, Any]) -> str:
 
 
 def _describe_change(field: str) -> str:
-    described = {"release_dates": "the mirror's Release date", "recipe": "hotsauce's bootstrap recipe"}
+    described = {"release_dates": "the mirror's Release date", "recipe": "hotsauce's bootstrap recipe",
+                 "snapshot": "hotsauce's snapshot format"}
     return described.get(field, field)
 
 

@@ -105,6 +105,7 @@ def layers_for(cache: Cache, base_identity: str, config: BuildConfig,
                runs: Sequence[Sequence[ResolvedModule]]) -> ModuleLayers:
     chain = _digest({
         "hotsauce": __version__,
+        "snapshot": snapshots.FORMAT,
         "base": base_identity,
         "configuration": {k: v for k, v in config.data.items() if k != "modules"},
         "build_dir": str(config.directory),

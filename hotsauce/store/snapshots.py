@@ -20,7 +20,16 @@ from hotsauce.host.proc import run
 from hotsauce.host.release import remove
 from hotsauce.store.cache import Cache
 
-_TAR_KEEP = ["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls"]
+# ACLs travel as the raw xattrs they are (system.posix_acl_*), with the other xattrs, not through
+# tar's --acls: that sets an ACL on every file it unpacks, one the mode already says for nearly all
+# (12,343 setxattr and 1,422 removexattr calls for the reference root, about 0.4 s of its 1.6 s).
+_TAR_KEEP = ["--numeric-owner", "--xattrs", "--xattrs-include=*"]
+# 128 KiB records instead of tar's 10 KiB: ten times fewer reads and writes for the same bytes.
+_RECORD = "--blocking-factor=256"
+# In the keys of every snapshot entry (bases, module runs): bumped when an entry's format changes, so
+# an older one is made again rather than read the wrong way (2: ACLs as xattrs; 1 kept them in
+# tar's own ACL records, which an unpack without --acls would drop).
+FORMAT = 2
 # zstd's level 1, not its default 3: a cold build waits for two archives (the base, a module run).
 # This tar | zstd on the reference base (492 MB of tar), two cores, three rounds alternating:
 # level 3 took 2.87-3.14 s for 166 MB, level 1 2.26-2.47 s for 185 MB. Unpacking is no slower.
@@ -33,7 +42,7 @@ def store(root: Path, entry: Path, key: Mapping[str, Any]) -> None:
     """Archive `root` as the cache entry `entry`, published only once complete."""
     partial = Cache.temporary_name(entry)
     try:
-        run(["tar", "--create", "--file", partial, _COMPRESS, *_TAR_KEEP,
+        run(["tar", "--create", "--file", partial, _COMPRESS, _RECORD, *_TAR_KEEP,
              "--sparse", "--exclude=./lost+found", "-C", root, "."])
         Cache.write_key(entry, key)
         Cache.publish(partial, entry)
@@ -49,7 +58,7 @@ def unpack(entry: Path, root: Path) -> bool:
     """Unpack `entry` into `root`; False when the entry was cut short (it is removed and
     `root` emptied again), so the caller makes the root afresh."""
     try:
-        run(["tar", "--extract", "--file", entry, "--use-compress-program=zstd -T0", *_TAR_KEEP,
+        run(["tar", "--extract", "--file", entry, "--use-compress-program=zstd -T0", _RECORD, *_TAR_KEEP,
              "--preserve-permissions", "-C", root])
     except CommandFailed:
         if is_whole(entry):
