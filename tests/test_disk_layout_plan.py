@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from hotsauce.boot.firmware import Firmware, FirmwareMachine, arm_probe, choose_
 from hotsauce.boot.qemu import Drive
 from hotsauce.config import BuildOptions, config_from_mapping
 from hotsauce.errors import CommandFailed, ConfigError
-from hotsauce.image.bootloader import modules_in_initramfs
+from hotsauce.image.bootloader import SYSFS_UDEVADM, modules_in_initramfs
 from hotsauce.image.layout import BootMode, Layout
 from hotsauce.image.partitions import (
     BIOS_BOOT_TYPE,
@@ -228,3 +229,37 @@ def test_an_initramfs_listed_before_is_read_from_the_kept_listing_not_listed_aga
     initrd.write_bytes(b"another initramfs")
     with pytest.raises(CommandFailed, match="lsinitramfs"):
         modules_in_initramfs(root, "/boot/initrd.img-6.1.0-test", listings)
+
+
+def run_sysfs_udevadm(tmp_path: Path, *args: str, real_udevadm: str | None = None) -> str:
+    """SYSFS_UDEVADM run on this host as update-grub runs it: its folder first on PATH, then a folder
+    with `real_udevadm` (a script) standing for the image's own."""
+    first, image_bin = tmp_path / "first", tmp_path / "image-bin"
+    first.mkdir(exist_ok=True)
+    image_bin.mkdir(exist_ok=True)
+    (first / "udevadm").write_text(SYSFS_UDEVADM)
+    (first / "udevadm").chmod(0o755)
+    if real_udevadm is not None:
+        (image_bin / "udevadm").write_text(real_udevadm)
+        (image_bin / "udevadm").chmod(0o755)
+    path = f"{first}:{image_bin}:/usr/bin:/bin"
+    return subprocess.run(["udevadm", *args], env={"PATH": path}, capture_output=True, text=True,
+                          check=True).stdout
+
+
+@pytest.mark.skipif(not Path("/sys/class/block/loop0").exists(), reason="no /dev/loop0 on this host")
+def test_the_sysfs_udevadm_answers_grub_probes_question_as_udevadm_does(tmp_path: Path) -> None:
+    asked = run_sysfs_udevadm(tmp_path, "info", "--query", "path", "--name", "/dev/loop0",
+                              real_udevadm="#!/bin/sh\nexit 1\n")  # never asked
+    assert asked == "/devices/virtual/block/loop0\n"
+    if shutil.which("udevadm"):
+        assert asked == subprocess.run(["udevadm", "info", "--query", "path", "--name", "/dev/loop0"],
+                                       capture_output=True, text=True, check=True).stdout
+
+
+def test_the_sysfs_udevadm_hands_other_questions_to_the_images_udevadm(tmp_path: Path) -> None:
+    real = '#!/bin/sh\necho "the image\'s udevadm: $*"\n'
+    assert run_sysfs_udevadm(tmp_path, "--version", real_udevadm=real) == "the image's udevadm: --version\n"
+    # A name that is no block device in /sys: the image's udevadm says what it says.
+    assert run_sysfs_udevadm(tmp_path, "info", "--query", "path", "--name", "/dev/../../etc",
+                             real_udevadm=real) == "the image's udevadm: info --query path --name /dev/../../etc\n"
