@@ -79,6 +79,7 @@ from hotsauce.output.sbom import (
     describe_download,
     module_facts,
     provide_image_sbom,
+    spdx_tools_imported_meanwhile,
 )
 from hotsauce.rootpath import inside
 from hotsauce.store import set_cache
@@ -371,13 +372,14 @@ def _base_and_modules(ctx: BuildContext, root: Path, source: PlannedBase | Fetch
     image file), while the base's data is written back to the device and the image file to the
     host's disk, which the finish of a whole disk would wait for (hotsauce.image.disk)."""
     runs, cacheable = debug_shell.split_before(plan_runs(ctx.plan.modules), ctx.options.shell_before)
-    with ctx.stage(Stage.BASE):
+    sbom_wanted = bool(ctx.config.value("sbom.enabled"))
+    with ctx.stage(Stage.BASE), spdx_tools_imported_meanwhile() if sbom_wanted else nullcontext():
         layers, done = _fill_root(ctx, root, source, runs[:cacheable])
     _start_kvm_probe(ctx, root)
     with disk.written_back_meanwhile(*written_back) if written_back else nullcontext():
         with ctx.stage(Stage.MODULES):
             run_modules(ctx, runs[done:], root, after_run=_storing(layers, done, len(runs), root, ctx.emit))
-        if ctx.config.value("sbom.enabled"):
+        if sbom_wanted:
             with ctx.stage(Stage.SBOM):
                 identity = _finished_root_identity(layers, len(runs), cacheable, _base_identity(source))
                 request = sbom_request(ctx, source, identity if ctx.cache.enabled else None)

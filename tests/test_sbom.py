@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -212,3 +213,17 @@ def test_a_second_build_of_the_same_project_gives_the_same_sbom_and_none_when_di
     disabled.write_text((project / "build.yaml").read_text() + "sbom: {enabled: false}\n")
     without = build_set(project, "without", "-c", str(disabled))
     assert Manifest.read(without).sbom is None and not (without / SBOM_NAME).exists()
+
+
+def test_spdx_tools_is_imported_while_the_base_stage_runs_and_the_thread_is_gone_after() -> None:
+    # In a fresh interpreter: this one imported spdx-tools already.
+    script = (
+        "import sys, threading\n"
+        "from hotsauce.output.sbom import spdx_tools_imported_meanwhile\n"
+        "assert 'spdx_tools' not in sys.modules\n"
+        "with spdx_tools_imported_meanwhile():\n"
+        "    pass\n"
+        "assert 'hotsauce.output.spdx_document' in sys.modules and 'spdx_tools' in sys.modules\n"
+        "assert [t.name for t in threading.enumerate()] == ['MainThread']\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)

@@ -17,11 +17,14 @@ date of a Debian base, or the tarball's modification time), never the clock.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import re
 import shutil
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -481,6 +484,26 @@ def provide_image_sbom(request: SbomRequest, root: Path, staging: Path, cache: A
 
 
 SBOM_CACHE_KEEP = 20
+
+
+@contextmanager
+def spdx_tools_imported_meanwhile() -> Iterator[None]:
+    """While the build waits on tar or mmdebstrap, spdx-tools (0.2 s to import, most of it beartype
+    decorating its model) is imported in a thread, so the SBOM stage finds it loaded; joined on the
+    way out, whatever happened. Python's per-module import locks keep an import that the stage
+    starts meanwhile waiting for this one."""
+    importer = threading.Thread(target=_import_spdx_document, name="hotsauce-spdx-import", daemon=True)
+    importer.start()
+    try:
+        yield
+    finally:
+        importer.join()
+
+
+def _import_spdx_document() -> None:
+    # A failure here is the SBOM stage's to report: it imports the module again.
+    with suppress(Exception):
+        importlib.import_module("hotsauce.output.spdx_document")
 
 
 def _made_sbom(request: SbomRequest, root: Path, staging: Path) -> Path:
