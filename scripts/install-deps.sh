@@ -47,3 +47,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   "$venv/bin/pip" install -q -e "$here[test,upload]"
   echo "$wanted" > "$stamp"
 fi
+# hotsauce's own bytecode, as pip writes it for a regular install: an editable install leaves it to
+# Python's first import, which PYTHONDONTWRITEBYTECODE (set on some machines, CI's among them) stops,
+# and every build would compile its hundred modules again (0.11 s of each start). Up-to-date files
+# are skipped; a changed source makes its file stale, which Python notices and ignores.
+"$venv/bin/python" -m compileall -q "$here/hotsauce"
