@@ -38,6 +38,7 @@ from hotsauce.errors import StageFailed
 from hotsauce.events import Emit, Event, EventKind, Stage, StageTimes, ignore
 from hotsauce.host import cancel, ledger
 from hotsauce.host.cancel import CancelRequested, cancellable
+from hotsauce.host.release import removed_meanwhile
 from hotsauce.host.signals import interruptible
 from hotsauce.image import archive, disk, reproducible
 from hotsauce.image.bootloader import make_bootable
@@ -70,6 +71,7 @@ from hotsauce.modules.result_cache import (
 from hotsauce.output import publish as output
 from hotsauce.output.boot_files import copy_boot_files, find_boot_files, read_os_release
 from hotsauce.output.disk_set import write_disk_set
+from hotsauce.output.formats import convert_disk
 from hotsauce.output.imageset import ROOT_LABEL, Manifest, root_image_name
 from hotsauce.output.sbom import (
     SBOM_NAME,
@@ -332,10 +334,11 @@ def _build_into(ctx: BuildContext, source: PlannedBase | FetchedBase, repro: Rep
         root_name = root_image_name(ctx.options.image_format.value)
         output.convert_root_image(ctx.paths.image, partition, ctx.paths.staging / root_name,
                                   ctx.options.image_format, ctx.options.strip, in_order=_byte_identical(ctx))
-        manifest = _manifest(ctx, root_name, os_release, repro)
-        manifest.write(ctx.paths.staging)
-        output.write_libvirt_xml(ctx.paths.staging, manifest)
-        output.write_checksums(ctx.paths.staging, manifest)
+        with removed_meanwhile(ctx.paths.image):  # converted: not needed while the checksums are taken
+            manifest = _manifest(ctx, root_name, os_release, repro)
+            manifest.write(ctx.paths.staging)
+            output.write_libvirt_xml(ctx.paths.staging, manifest)
+            output.write_checksums(ctx.paths.staging, manifest)
     return manifest
 
 
@@ -362,8 +365,10 @@ def _build_disk_into(ctx: BuildContext, source: PlannedBase | FetchedBase, setti
             os_release = read_os_release(root)
             _finish_and_release(ctx, image, root, root_partition, repro)
     with ctx.stage(Stage.CONVERT):
-        return write_disk_set(ctx.paths.image, ctx.paths.staging, settings, facts,
-                              _manifest(ctx, "", os_release, repro), in_order=_byte_identical(ctx))
+        files = convert_disk(ctx.paths.image, ctx.paths.staging, settings.formats, settings.compression,
+                             in_order=_byte_identical(ctx))
+        with removed_meanwhile(ctx.paths.image):  # converted: not needed while the checksums are taken
+            return write_disk_set(ctx.paths.staging, files, settings, facts, _manifest(ctx, "", os_release, repro))
 
 
 def _base_and_modules(ctx: BuildContext, root: Path, source: PlannedBase | FetchedBase,

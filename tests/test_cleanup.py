@@ -22,6 +22,7 @@ from hotsauce.config import FsType
 from hotsauce.errors import CommandFailed
 from hotsauce.host import ledger
 from hotsauce.host.mounts import loop_backing
+from hotsauce.host.release import removed_meanwhile
 from hotsauce.image import disk
 from tests.faults.checks import leftovers_under
 from tests.faults.running import hotsauce_env, start_in_background, wait_for
@@ -276,3 +277,17 @@ def test_detaching_a_loop_device_still_open_waits_until_it_is_gone(busy_makers_s
         assert loop_backing(device) is None
     finally:
         closer.join()
+
+
+def test_a_file_removed_meanwhile_is_gone_once_the_body_is_done_and_the_thread_with_it(tmp_path: Path) -> None:
+    raw = tmp_path / "disk.raw"
+    with raw.open("wb") as disk_file:
+        disk_file.truncate(64 << 20)
+        disk_file.write(b"data" * 4096)
+    ran = []
+    with removed_meanwhile(raw):
+        ran.append(True)
+    assert ran and not raw.exists()
+    assert "hotsauce-remove" not in {thread.name for thread in threading.enumerate()}
+    with removed_meanwhile(raw):  # already gone: nothing to say
+        pass

@@ -1,5 +1,5 @@
-"""Writing a whole-disk set: one file per format, the manifest that says how clouds register it,
-libvirt.xml and the checksums."""
+"""Writing a whole-disk set beside its disk files (hotsauce.output.formats.convert_disk): the manifest
+that says how clouds register it, libvirt.xml and the checksums."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from hotsauce.image.bootloader import BootFacts
 from hotsauce.image.layout import Layout
 from hotsauce.image.whole_disk import DiskSettings
-from hotsauce.output.formats import convert_disk
+from hotsauce.output.formats import DiskFile
 from hotsauce.output.imageset import Manifest
 from hotsauce.output.publish import write_checksums, write_libvirt_xml
 
@@ -18,11 +18,10 @@ from hotsauce.output.publish import write_checksums, write_libvirt_xml
 ROOT_DEVICE_NAME = "/dev/xvda"
 
 
-def write_disk_set(raw_disk: Path, staging: Path, settings: DiskSettings, facts: BootFacts,
-                   manifest: Manifest, *, in_order: bool = False) -> Manifest:
-    """The set in `staging`; `manifest` carries what every set says (build, OS, versions); `in_order`:
-    see convert_disk."""
-    files = convert_disk(raw_disk, staging, settings.formats, settings.compression, in_order=in_order)
+def write_disk_set(staging: Path, files: tuple[DiskFile, ...], settings: DiskSettings, facts: BootFacts,
+                   manifest: Manifest) -> Manifest:
+    """The rest of the set beside the disk's `files` in `staging`: the manifest, which carries what
+    every set says (build, OS, versions), libvirt.xml and the checksums."""
     manifest = replace(
         manifest,
         root=files[0].name,
