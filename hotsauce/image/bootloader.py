@@ -163,10 +163,11 @@ def make_bootable(root: Path, devices: DiskDevices, boot: BootMode, fs_type: FsT
     with build_chroot(root, sandboxed=False):
         if initramfs_lacks(root, listings):
             _in_image(root, ["update-initramfs", "-u", "-k", "all"])
-        if boot.bios:
-            _in_image(root, ["grub-install", "--target=i386-pc", "--no-floppy", "--modules=part_gpt",
-                             str(devices.disk)])
-        _update_grub(root, filesystems.root_uuid)
+        with _sysfs_udevadm(root) as udevadm_folder:
+            if boot.bios:
+                _in_image(root, ["grub-install", "--target=i386-pc", "--no-floppy", "--modules=part_gpt",
+                                 str(devices.disk)], path_first=udevadm_folder)
+            _update_grub(root, filesystems.root_uuid, udevadm_folder)
         if boot.uefi:
             work = Path(tempfile.mkdtemp(prefix="hotsauce-esp-", dir=inside(root, "/tmp")))
             try:
@@ -263,7 +264,7 @@ def _write_image_config(root: Path) -> None:
         link.symlink_to(f"/etc/systemd/system/{GROWROOT_UNIT_NAME}")
 
 
-def _update_grub(root: Path, root_uuid: str) -> None:
+def _update_grub(root: Path, root_uuid: str, udevadm_folder: str) -> None:
     """grub.cfg by the image's update-grub, with root=UUID=.
 
     update-grub names the root by UUID only when udev has made /dev/disk/by-uuid for it, which the
@@ -273,15 +274,14 @@ def _update_grub(root: Path, root_uuid: str) -> None:
     override = inside(root, "/etc/default/grub.d/zz-hotsauce-build-root.cfg")
     override.write_text(f'GRUB_DEVICE="UUID={root_uuid}"\n')
     try:
-        with _sysfs_udevadm(root) as folder:
-            _in_image(root, ["update-grub"], path_first=folder)
+        _in_image(root, ["update-grub"], path_first=udevadm_folder)
     finally:
         override.unlink()
 
 
 # update-grub's grub-probe asks `udevadm info --query path --name DEVICE` for the partition's sysfs
-# path about a hundred times (0.2-0.3 s of udevadm starts); this answers that one question from
-# /sys, as udevadm does, and hands every other to the image's own udevadm.
+# path about a hundred times (0.2-0.3 s of udevadm starts), grub-install a few times; this answers
+# that one question from /sys, as udevadm does, and hands every other to the image's own udevadm.
 SYSFS_UDEVADM = """#!/bin/sh
 # written by hotsauce for update-grub during the build; gone with the build's /run
 if [ "$#" -eq 5 ] && [ "$1" = info ] && [ "$2" = --query ] && [ "$3" = path ] && [ "$4" = --name ] \\
