@@ -109,6 +109,22 @@ def test_no_time_in_the_tree_is_later_than_the_epoch(tmp_path: Path) -> None:
     assert old.stat().st_mtime == old.stat().st_atime == EPOCH - 100
 
 
+def test_clamping_times_never_follows_a_link_out_of_the_tree(tmp_path: Path) -> None:
+    host_folder, root = tmp_path / "host", tmp_path / "root"
+    (host_folder / "deep").mkdir(parents=True)
+    (host_folder / "deep" / "file").write_text("the host's")
+    (root / "usr" / "lib").mkdir(parents=True)
+    (root / "usr" / "lib" / "to-folder").symlink_to(host_folder)
+    (root / "usr" / "lib" / "to-file").symlink_to(host_folder / "deep" / "file")
+    before = {path: (path.stat().st_atime_ns, path.stat().st_mtime_ns)
+              for path in (host_folder, host_folder / "deep", host_folder / "deep" / "file")}
+
+    assert clamp_times(root, EPOCH) == 5  # root, usr, lib and the two links
+
+    assert {path: (path.stat().st_atime_ns, path.stat().st_mtime_ns) for path in before} == before
+    assert (root / "usr" / "lib" / "to-folder").lstat().st_mtime == EPOCH
+
+
 def test_logs_are_emptied_and_build_leftovers_removed(tmp_path: Path) -> None:
     files = {"var/log/dpkg.log": "installed", "var/log/apt/history.log": "history", "var/log/dpkg.log.1": "old",
              "var/cache/ldconfig/aux-cache": "cache", "var/lib/systemd/random-seed": "seed",
