@@ -40,7 +40,7 @@ from hotsauce.host import cancel, ledger
 from hotsauce.host.cancel import CancelRequested, cancellable
 from hotsauce.host.release import removed_meanwhile
 from hotsauce.host.signals import interruptible
-from hotsauce.image import archive, disk, reproducible
+from hotsauce.image import archive, disk, ext4_journal, reproducible
 from hotsauce.image.bootloader import make_bootable
 from hotsauce.image.disk import Partition
 from hotsauce.image.identity import scrub_image, set_identity
@@ -543,13 +543,16 @@ def _finish_and_release(ctx: BuildContext, image: ExitStack, root: Path, partiti
                         repro: Reproducible) -> None:
     """The root's last finishing, then the image released (written back, trimmed, unmounted and
     detached: a failure there is the finish stage's); a filesystem made again goes over the
-    root's partition once nothing holds it."""
+    root's partition once nothing holds it, else an ext4 root's journal is emptied
+    (hotsauce.image.ext4_journal)."""
     remade = _finish_reproducibly(ctx, root, partition.size, repro)
     with cancel.shielded():
         image.close()
     if remade is not None:
         write_filesystem_into(ctx.paths.image, partition.offset, partition.size, remade)
         remade.unlink()
+    elif ctx.options.fs_type is FsType.EXT4:
+        ext4_journal.empty_journal(ctx.paths.image, partition)  # a remade filesystem's is empty already
 
 
 def _finish_reproducibly(ctx: BuildContext, root: Path, size: int, repro: Reproducible) -> Path | None:
