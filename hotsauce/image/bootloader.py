@@ -283,7 +283,7 @@ def _update_grub(root: Path, root_uuid: str, udevadm_folder: str) -> None:
 # path about a hundred times (0.2-0.3 s of udevadm starts), grub-install a few times; this answers
 # that one question from /sys, as udevadm does, and hands every other to the image's own udevadm.
 SYSFS_UDEVADM = """#!/bin/sh
-# written by hotsauce for update-grub during the build; gone with the build's /run
+# written by hotsauce for GRUB's tools during the build; gone with the build's /run
 if [ "$#" -eq 5 ] && [ "$1" = info ] && [ "$2" = --query ] && [ "$3" = path ] && [ "$4" = --name ] \\
         && cd -P "/sys/class/block/${5#/dev/}" 2>/dev/null; then
     case $PWD in /sys/devices/*) echo "${PWD#/sys}"; exit 0 ;; esac
