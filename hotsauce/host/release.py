@@ -38,11 +38,11 @@ KILL_WAIT_SECONDS = 10.0
 
 @contextmanager
 def removed_meanwhile(path: Path) -> Iterator[None]:
-    """`path`, a file, unlinked in a thread while the body runs: the kernel takes a while to free a
+    """`path` removed in a thread while the body runs: the kernel takes a while to free a
     large file's blocks and cached pages (0.15 s for the reference's 2 GiB raw disk), which the
     body's own work can cover. Joined on the way out; a file it could not remove is left to
     whoever removes its folder."""
-    remover = threading.Thread(target=_unlink_quietly, args=(path,), name="hotsauce-remove", daemon=True)
+    remover = threading.Thread(target=_remove_quietly, args=(path,), name="hotsauce-remove", daemon=True)
     remover.start()
     try:
         yield
@@ -50,9 +50,9 @@ def removed_meanwhile(path: Path) -> Iterator[None]:
         remover.join()
 
 
-def _unlink_quietly(path: Path) -> None:
+def _remove_quietly(path: Path) -> None:
     with suppress(OSError):
-        path.unlink()
+        remove(path)
 
 
 def remove(path: Path) -> None:
