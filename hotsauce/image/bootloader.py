@@ -10,7 +10,6 @@ removable path EFI/BOOT/BOOTX64.EFI, so the disk boots without an NVRAM entry.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -26,6 +25,7 @@ from hotsauce.image.esp import copy_into_esp
 from hotsauce.image.layout import BootMode
 from hotsauce.image.partitions import DiskDevices
 from hotsauce.modules.chroot import build_chroot
+from hotsauce.output.imageset import sha256_of
 from hotsauce.rootpath import inside
 from hotsauce.store.cache import Cache
 
@@ -202,7 +202,7 @@ def modules_in_initramfs(root: Path, initrd: str, listings: Path | None = None) 
     with `listings`, a folder of the cache, the names are kept there under the archive's SHA-256
     (0.03 s to compute), so a build whose initramfs an earlier one listed does not list it again.
     """
-    kept = listings / f"{_sha256_of(inside(root, initrd))}.json" if listings else None
+    kept = listings / f"{sha256_of(inside(root, initrd))}.json" if listings else None
     if kept is not None and kept.is_file():
         return set(json.loads(kept.read_text()))
     listing = proc.output_of(["chroot", root, "lsinitramfs", initrd], env=CHROOT_ENV)
@@ -212,11 +212,6 @@ def modules_in_initramfs(root: Path, initrd: str, listings: Path | None = None) 
         partial.write_text(json.dumps(sorted(present)))
         Cache.publish(partial, kept)
     return present
-
-
-def _sha256_of(path: Path) -> str:
-    with path.open("rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def _module_name(line: str) -> str:
